@@ -1,0 +1,41 @@
+"""Model registry: a config names a model by string.
+
+    model = get_model('cnn14_attn', num_classes=8, dtype=jnp.bfloat16)
+    variables = model.init(rngs, x, train=False)
+    logits = model.apply(variables, x, train=False, mask=None)
+
+`x` is (batch, mel, time, channels); `mask` an optional (batch, time) bool of real frames
+(used by attention pooling, accepted and ignored elsewhere). Train mode needs
+`rngs={'dropout': key}` and `mutable=['batch_stats']`. Params are float32; `dtype` is the
+compute dtype. Only models that are implemented and tested are registered.
+"""
+import functools
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from ser_jax.models import cnnx
+
+MODELS: dict[str, Callable[..., Any]] = {
+    'cnnx': cnnx.CNNX,
+}
+
+
+def get_model(name, *, num_classes=8, dtype=jnp.float32, **kwargs):
+  """Builds the registered model `name` (see `MODELS`).
+
+  Args:
+    name: registry name, e.g. 'cnn14', 'cnnx'.
+    num_classes: output classes.
+    dtype: compute dtype (jnp dtype or its name, e.g. 'bfloat16'); params stay float32.
+    **kwargs: extra constructor arguments of that model.
+
+  Returns:
+    An unbound flax.linen Module.
+
+  Raises:
+    ValueError: `name` is not registered.
+  """
+  if name not in MODELS:
+    raise ValueError(f'Unknown model {name!r}; known models: {", ".join(sorted(MODELS))}')
+  return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype), **kwargs)
