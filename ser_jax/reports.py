@@ -129,7 +129,7 @@ def _save_figure(fig, path: str | os.PathLike) -> pathlib.Path:
   from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   backend_agg.FigureCanvasAgg(fig)
   buf = io.BytesIO()
-  fig.savefig(buf, format='png', dpi=100)
+  fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
   return atomic_write_bytes(path, buf.getvalue())
 
 
