@@ -1,0 +1,183 @@
+"""Log-mel front ends: the predecessor's 48 kHz one and the PANNs 32/16 kHz ones.
+
+`log_mel(waveform, frontend)` returns a float32 `(n_mels, frames)` array (mel-major),
+computed with a float32 numpy STFT and a cached librosa mel filterbank. It reproduces
+
+  S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, win_length=win_length,
+          hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax, pad_mode=pad_mode)
+  librosa.power_to_db(S, ref=np.max or 1.0, amin=amin, top_db=top_db)
+
+(Hann window zero-padded to n_fft, centred frames, power 2, Slaney mel) within 0.01 dB,
+about twice as fast as librosa (no dtype round trips, one matmul, cached filterbank).
+
+Front ends (the facts are in the project's REFERENCE notes):
+- `seed48k`: the predecessor's: 48 kHz, n_fft 2048, window 1920, hop 480, 128 mels,
+  fmin 0, fmax 24000, librosa's default constant (zero) padding, dB relative to the
+  clip's maximum with top_db 80, so values lie in [-80, 0].
+- `panns32k`: PANNs CNN14 (32 kHz): n_fft = window 1024, hop 320, 64 mels, 50-14000 Hz,
+  reflect padding, 10*log10(max(S, 1e-10)), no top_db.
+- `panns16k`: PANNs CNN14 16 kHz: 512, 160, 64 mels, 50-8000 Hz, otherwise as panns32k.
+
+`load_audio(path, sample_rate)` decodes with soundfile, averages channels to mono and
+resamples like librosa.load (res_type 'soxr_hq'); each conversion is logged.
+"""
+
+import dataclasses
+import functools
+import io
+import logging
+import os
+from typing import BinaryIO
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEnd:
+  """Parameters of one log-mel front end."""
+  name: str
+  sample_rate: int
+  n_fft: int
+  win_length: int
+  hop_length: int
+  n_mels: int
+  fmin: float
+  fmax: float
+  # 'max': dB relative to the clip's maximum (librosa ref=np.max); 'one': ref=1.0.
+  ref: str
+  amin: float
+  top_db: float | None
+  # Padding of the centred STFT (librosa >= 0.10 defaults to 'constant').
+  pad_mode: str
+
+  def num_frames(self, num_samples: int) -> int:
+    """Frames of a centred STFT of `num_samples` samples."""
+    return 1 + num_samples // self.hop_length
+
+
+FRONTENDS: dict[str, FrontEnd] = {
+    "seed48k": FrontEnd(
+        name="seed48k", sample_rate=48000, n_fft=2048, win_length=1920,
+        hop_length=480, n_mels=128, fmin=0.0, fmax=24000.0, ref="max",
+        amin=1e-10, top_db=80.0, pad_mode="constant"),
+    "panns32k": FrontEnd(
+        name="panns32k", sample_rate=32000, n_fft=1024, win_length=1024,
+        hop_length=320, n_mels=64, fmin=50.0, fmax=14000.0, ref="one",
+        amin=1e-10, top_db=None, pad_mode="reflect"),
+    "panns16k": FrontEnd(
+        name="panns16k", sample_rate=16000, n_fft=512, win_length=512,
+        hop_length=160, n_mels=64, fmin=50.0, fmax=8000.0, ref="one",
+        amin=1e-10, top_db=None, pad_mode="reflect"),
+}
+
+
+def get_frontend(name: str) -> FrontEnd:
+  """Looks up a front end by name; raises ValueError listing the known ones."""
+  if name not in FRONTENDS:
+    raise ValueError(f"Unknown front end {name!r}; known: {sorted(FRONTENDS)}")
+  return FRONTENDS[name]
+
+
+class AudioDecodeError(ValueError):
+  """A file could not be decoded as audio."""
+
+
+def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int,
+               name: str | None = None) -> tuple[np.ndarray, list[str]]:
+  """Decodes audio to float32 mono at `sample_rate`.
+
+  Args:
+    source: a path or a binary file object (e.g. a zip member's bytes).
+    sample_rate: the wanted rate in Hz.
+    name: the name used in errors and notes (default: str(source)).
+
+  Returns:
+    (waveform float32 (samples,), notes): notes describe each conversion made
+    (downmix, resampling), so a caller in another process can log them.
+
+  Raises:
+    AudioDecodeError: naming the file, if it does not decode or holds no samples.
+  """
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  name = name or str(source)
+  try:
+    data, sr = sf.read(source, dtype="float32", always_2d=True)  # (samples, channels)
+  except Exception as e:  # libsndfile raises several types for bad files.
+    raise AudioDecodeError(f"{name}: cannot decode as audio ({e})") from e
+  if data.shape[0] == 0:
+    raise AudioDecodeError(f"{name}: the file holds no audio samples")
+  notes = []
+  if data.shape[1] != 1:
+    notes.append(f"{name}: downmixed {data.shape[1]} channels to mono")
+  y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+  if sr != sample_rate:
+    import librosa  # pylint: disable=g-import-not-at-top
+    notes.append(f"{name}: resampled {sr} Hz to {sample_rate} Hz")
+    # librosa.resample (not soxr directly) so lengths match librosa.load exactly.
+    y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+  return np.ascontiguousarray(y, dtype=np.float32), notes
+
+
+def load_audio(path: str | os.PathLike | bytes, sample_rate: int) -> np.ndarray:
+  """Loads a file as float32 mono `(samples,)` at `sample_rate` (downmix/resample logged)."""
+  source = io.BytesIO(path) if isinstance(path, bytes) else path
+  y, notes = read_audio(source, sample_rate,
+                        name="<bytes>" if isinstance(path, bytes) else str(path))
+  for note in notes:
+    log.info(note)
+  return y
+
+
+@functools.lru_cache(maxsize=None)
+def _mel_basis(frontend: FrontEnd) -> np.ndarray:
+  import librosa  # pylint: disable=g-import-not-at-top
+  return librosa.filters.mel(
+      sr=frontend.sample_rate, n_fft=frontend.n_fft, n_mels=frontend.n_mels,
+      fmin=frontend.fmin, fmax=frontend.fmax, dtype=np.float32)  # (mel, n_fft//2+1)
+
+
+@functools.lru_cache(maxsize=None)
+def _window(frontend: FrontEnd) -> np.ndarray:
+  # Periodic Hann of win_length, zero-padded on both sides to n_fft (as librosa does).
+  n = frontend.win_length
+  w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+  left = (frontend.n_fft - n) // 2
+  return np.pad(w, (left, frontend.n_fft - n - left)).astype(np.float32)
+
+
+def mel_power(waveform: np.ndarray, frontend: FrontEnd) -> np.ndarray:
+  """Mel power spectrogram, float32 `(n_mels, frames)`."""
+  y = np.asarray(waveform, dtype=np.float32)
+  if y.ndim != 1:
+    raise ValueError(f"waveform must be 1-D (samples,), got shape {y.shape}")
+  half = frontend.n_fft // 2
+  if frontend.pad_mode == "reflect" and y.shape[0] <= half:
+    raise ValueError(f"waveform of {y.shape[0]} samples is too short for reflect "
+                     f"padding of {half}")
+  y = np.pad(y, half, mode=frontend.pad_mode)  # centred frames
+  frames = np.lib.stride_tricks.sliding_window_view(y, frontend.n_fft)
+  frames = frames[::frontend.hop_length]  # (frames, n_fft)
+  spec = np.fft.rfft(frames * _window(frontend), axis=-1)  # (frames, freq) complex64
+  power = spec.real ** 2 + spec.imag ** 2  # (frames, freq)
+  return _mel_basis(frontend) @ power.T  # (mel, frames)
+
+
+def power_to_db(power: np.ndarray, frontend: FrontEnd) -> np.ndarray:
+  """librosa.power_to_db with the front end's reference, amin and top_db."""
+  db = 10.0 * np.log10(np.maximum(power, frontend.amin))
+  if frontend.ref == "max":
+    db -= 10.0 * np.log10(max(frontend.amin, float(power.max())))
+  elif frontend.ref != "one":
+    raise ValueError(f"FrontEnd.ref must be 'max' or 'one', got {frontend.ref!r}")
+  if frontend.top_db is not None:
+    db = np.maximum(db, db.max() - frontend.top_db)
+  return db.astype(np.float32)
+
+
+def log_mel(waveform: np.ndarray, frontend: FrontEnd | str) -> np.ndarray:
+  """Log-mel spectrogram in dB, float32 `(n_mels, frames)` (mel-major)."""
+  if isinstance(frontend, str):
+    frontend = get_frontend(frontend)
+  return power_to_db(mel_power(waveform, frontend), frontend)

@@ -1,0 +1,95 @@
+"""Tests for ser_jax.features: front ends match librosa; audio loading conversions."""
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser_jax import features
+
+
+def _librosa_log_mel(y, fe):
+  import librosa
+  s = librosa.feature.melspectrogram(
+      y=y, sr=fe.sample_rate, n_fft=fe.n_fft, win_length=fe.win_length,
+      hop_length=fe.hop_length, n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax,
+      pad_mode=fe.pad_mode)
+  return librosa.power_to_db(s, ref=np.max if fe.ref == "max" else 1.0,
+                             amin=fe.amin, top_db=fe.top_db)
+
+
+def _noisy_tone(sr, seconds=0.7, seed=0):
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(sr * seconds)) / sr
+  env = np.minimum(1.0, 5 * t)  # a fade-in so dB values span a wide range
+  return (0.3 * env * np.sin(2 * np.pi * 440 * t)
+          + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+def test_frontend_table():
+  assert set(features.FRONTENDS) == {"seed48k", "panns32k", "panns16k"}
+  s = features.FRONTENDS["seed48k"]
+  assert (s.sample_rate, s.n_fft, s.win_length, s.hop_length, s.n_mels) == (
+      48000, 2048, 1920, 480, 128)
+  assert (s.ref, s.top_db) == ("max", 80.0)
+  p = features.FRONTENDS["panns32k"]
+  assert (p.sample_rate, p.n_fft, p.hop_length, p.n_mels, p.fmin, p.fmax) == (
+      32000, 1024, 320, 64, 50.0, 14000.0)
+  q = features.FRONTENDS["panns16k"]
+  assert (q.sample_rate, q.n_fft, q.hop_length, q.n_mels, q.fmin, q.fmax) == (
+      16000, 512, 160, 64, 50.0, 8000.0)
+  assert p.top_db is None and q.top_db is None and p.amin == 1e-10
+  with pytest.raises(ValueError, match="known"):
+    features.get_frontend("nope")
+
+
+@pytest.mark.parametrize("name", ["seed48k", "panns32k", "panns16k"])
+def test_log_mel_matches_librosa(name):
+  fe = features.FRONTENDS[name]
+  y = _noisy_tone(fe.sample_rate)
+  ours = features.log_mel(y, fe)
+  ref = _librosa_log_mel(y, fe)
+  assert ours.dtype == np.float32
+  assert ours.shape == ref.shape == (fe.n_mels, fe.num_frames(len(y)))
+  assert np.abs(ours - ref).max() <= 0.01
+  if fe.top_db is not None:
+    assert abs(ours.max()) < 1e-4 and ours.min() >= ours.max() - 80.0
+
+
+def test_log_mel_by_name_and_rejects_2d():
+  y = _noisy_tone(16000, 0.2)
+  np.testing.assert_array_equal(features.log_mel(y, "panns16k"),
+                                features.log_mel(y, features.FRONTENDS["panns16k"]))
+  with pytest.raises(ValueError, match="1-D"):
+    features.log_mel(np.stack([y, y]), "panns16k")
+
+
+def test_load_audio_downmix_and_resample(tmp_path, caplog):
+  left = _noisy_tone(44100, 0.5, seed=1)
+  right = _noisy_tone(44100, 0.5, seed=2)
+  path = tmp_path / "stereo.wav"
+  sf.write(path, np.stack([left, right], axis=1), 44100, subtype="FLOAT")
+  with caplog.at_level(logging.INFO, logger="ser_jax.features"):
+    y = features.load_audio(path, 48000)
+  assert y.dtype == np.float32 and y.ndim == 1
+  assert len(y) == int(np.ceil(len(left) * 48000 / 44100))
+  assert "downmixed 2 channels" in caplog.text
+  assert "resampled 44100 Hz to 48000 Hz" in caplog.text
+  import librosa
+  want, _ = librosa.load(path, sr=48000)  # librosa's own mono + resample
+  np.testing.assert_allclose(y, want, atol=1e-6)
+
+
+def test_load_audio_native_rate_is_exact(tmp_path):
+  y = _noisy_tone(16000, 0.3)
+  path = tmp_path / "x.wav"
+  sf.write(path, y, 16000, subtype="PCM_16")
+  got = features.load_audio(path, 16000)
+  np.testing.assert_array_equal(got, sf.read(path, dtype="float32")[0])
+
+
+def test_load_audio_undecodable(tmp_path):
+  path = tmp_path / "broken.wav"
+  path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+  with pytest.raises(features.AudioDecodeError, match="broken.wav.*cannot decode"):
+    features.load_audio(path, 48000)

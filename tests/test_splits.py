@@ -1,0 +1,65 @@
+"""Tests for ser_jax.splits: speaker-independent folds."""
+import pytest
+
+from ser_jax import splits
+
+
+def _assert_partition(folds, actors=splits.ACTORS):
+  tests = [a for f in folds for a in f.test]
+  assert sorted(tests) == sorted(actors)  # every actor tested exactly once
+  for f in folds:
+    assert set(f.train) | set(f.test) == set(actors)
+    assert not set(f.train) & set(f.test)
+
+
+def test_predecessor_folds_exact():
+  folds = splits.predecessor_folds()
+  assert [f.test for f in folds] == [
+      (4, 9, 10, 14, 15, 17), (5, 13, 16, 18, 20, 23),
+      (1, 2, 6, 8, 19, 21), (3, 7, 11, 12, 22, 24)]
+  assert all(len(f.train) == 18 for f in folds)
+  _assert_partition(folds)
+
+
+def test_kfold_reproduces_sklearn_and_predecessor():
+  sklearn = pytest.importorskip("sklearn.model_selection")
+  import numpy as np
+  actors = np.arange(1, 25)
+  for k, seed in ((4, 351), (5, 0), (7, 3)):
+    want = [tuple(sorted(actors[te])) for _, te in
+            sklearn.KFold(k, shuffle=True, random_state=seed).split(actors)]
+    assert [f.test for f in splits.kfold(k, seed)] == want
+  assert splits.kfold(4, 351) == splits.predecessor_folds()
+
+
+def test_kfold_seed_changes_folds_and_sizes_balance():
+  a, b = splits.kfold(5, 1), splits.kfold(5, 2)
+  assert a != b
+  _assert_partition(a)
+  assert sorted(len(f.test) for f in a) == [4, 5, 5, 5, 5]
+
+
+def test_leave_one_actor_out():
+  folds = splits.leave_one_actor_out()
+  assert len(folds) == 24
+  assert [f.test for f in folds] == [(a,) for a in range(1, 25)]
+  assert all(len(f.train) == 23 for f in folds)
+
+
+@pytest.mark.parametrize("fold, msg", [
+    (splits.Fold(train=(1, 2, 3), test=(3, 4)), "both train and test"),
+    (splits.Fold(train=(1, 2), test=(25,)), "outside"),
+    (splits.Fold(train=(0, 2), test=(3,)), "outside"),
+    (splits.Fold(train=(1, 1), test=(3,)), "twice"),
+    (splits.Fold(train=(), test=(3,)), "no train"),
+])
+def test_check_fold_rejects(fold, msg):
+  with pytest.raises(ValueError, match=msg):
+    splits.check_fold(fold)
+
+
+def test_kfold_bad_k():
+  with pytest.raises(ValueError, match="k=1"):
+    splits.kfold(1, 0)
+  with pytest.raises(ValueError, match="k=25"):
+    splits.kfold(25, 0)
