@@ -1,0 +1,237 @@
+"""PyTorch state_dict -> Flax variables, one readable rename table per source.
+
+    variables = convert(state_dict, 'seed_cnn14_attn')  # {'params': ..., 'batch_stats': ...}
+
+`state_dict` is a flat `dict[str, np.ndarray]` (torch key -> array; reading .pth files without
+PyTorch is `ser_jax.pretrained`'s job). A source's table is a list of `Rule`s: the *module
+prefix* of a torch key (everything before the last '.') is matched with `re.fullmatch`
+against each rule's pattern in order; the first match gives the Flax module path (a
+`re.sub` template with '/' separators). The leaf is then mapped by its name and rank:
+
+  | torch leaf                    | Flax                          | layout                  |
+  |-------------------------------|-------------------------------|-------------------------|
+  | weight, 4-D (O, I, H, W)      | params/<path>/kernel          | -> (H, W, I, O)         |
+  | weight, 3-D (O, I, W) conv1d  | params/<path>/kernel          | -> (W, I, O)            |
+  | weight, 2-D (out, in) Linear  | params/<path>/kernel          | -> (in, out)            |
+  | weight, 1-D BatchNorm         | params/<path>/scale           | unchanged               |
+  | bias                          | params/<path>/bias            | unchanged               |
+  | running_mean / running_var    | batch_stats/<path>/mean / var | unchanged               |
+  | num_batches_tracked           | dropped                       |                         |
+
+Rule kinds besides this default ('auto'): 'raw' copies leaves unchanged under their own name
+(e.g. the attention vector `attention.u` -> params/attention/u), 'lstm' splits a single-layer
+`nn.LSTM` into Flax's per-gate LSTM cell layout, and a `None` target drops keys on purpose
+(e.g. PANNs' fixed front-end buffers). Any key no rule explains, any leaf the kind cannot
+convert, and any two keys landing on one Flax path raise `ValueError` listing them.
+
+To add a source: write one table (a list of `Rule`) and register it in `SOURCES`.
+"""
+import dataclasses
+import re
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """One rename rule.
+
+  Attributes:
+    pattern: regex fully matching a torch module prefix, e.g. r'conv_layer(\\d)\\.(conv\\d)'.
+    target: Flax module path template for `re.sub` (groups allowed), '/'-separated, e.g.
+      r'conv_block\\1/\\2'; None drops the matching keys on purpose.
+    kind: 'auto' (table in the module docstring), 'raw' (copy leaves unchanged), or 'lstm'.
+  """
+  pattern: str
+  target: str | None
+  kind: str = 'auto'
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables, one per source.
+
+# PANNs Cnn14 (Kong et al. 2020), e.g. `Cnn14_mAP=0.431.pth`'s 'model' entry.
+PANNS_CNN14 = [
+    Rule(r'bn0', 'bn0'),
+    Rule(r'conv_block(\d)\.(conv[12]|bn[12])', r'conv_block\1/\2'),
+    Rule(r'fc1', 'fc1'),
+    Rule(r'fc_audioset', 'fc_audioset'),
+    # Fixed STFT / mel buffers of PANNs' front end: not weights; ser_jax.features computes
+    # the same front end.
+    Rule(r'(spectrogram_extractor|logmel_extractor)(\..*)?', None),
+]
+
+# The predecessor's CNN14 (global-average head) and CNN14 + U-attention.
+SEED_CNN14 = [
+    Rule(r'conv_layer(\d)\.(conv[12]|bn[12])', r'conv_block\1/\2'),
+    Rule(r'fc_layer\.0', 'fc_layer'),
+    Rule(r'classifier', 'classifier'),
+]
+SEED_CNN14_ATTN = SEED_CNN14 + [
+    Rule(r'attention\.dense', 'attention/dense'),
+    Rule(r'attention', 'attention', kind='raw'),  # attention.u (1, C)
+]
+
+# The predecessor's CNN-X.
+SEED_CNNX = [
+    Rule(r'conv([123])\.0', r'conv\1'),
+    Rule(r'fc_layer([12])\.0', r'fc_layer\1'),
+    Rule(r'fc_layer3', 'fc_layer3'),
+]
+
+# The predecessor's 1D CNN-LSTM.
+SEED_CNN_LSTM = [
+    Rule(r'conv_layer([123])\.0', r'conv_layer\1'),
+    Rule(r'LSTM', 'lstm', kind='lstm'),
+    Rule(r'classifier', 'classifier'),
+]
+
+SOURCES: dict[str, list[Rule]] = {
+    'panns_cnn14': PANNS_CNN14,
+    'seed_cnn14': SEED_CNN14,
+    'seed_cnn14_attn': SEED_CNN14_ATTN,
+    'seed_cnnx': SEED_CNNX,
+    'seed_cnn_lstm': SEED_CNN_LSTM,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Engine.
+
+LSTM_GATES = ('i', 'f', 'g', 'o')  # PyTorch's row-block order in weight_ih / weight_hh.
+
+
+def _auto_leaf(leaf, value):
+  """Returns ((collection, name), array) for an 'auto' leaf, or None to drop it."""
+  if leaf == 'num_batches_tracked':
+    return None
+  if leaf == 'weight':
+    transposes = {4: (2, 3, 1, 0), 3: (2, 1, 0), 2: (1, 0)}
+    if value.ndim in transposes:
+      return ('params', 'kernel'), np.transpose(value, transposes[value.ndim])
+    if value.ndim == 1:
+      return ('params', 'scale'), value
+  elif leaf == 'bias':
+    return ('params', 'bias'), value
+  elif leaf == 'running_mean':
+    return ('batch_stats', 'mean'), value
+  elif leaf == 'running_var':
+    return ('batch_stats', 'var'), value
+  raise KeyError(f'{leaf} with shape {value.shape}')
+
+
+def _lstm_leaves(leaves):
+  """Splits one single-layer unidirectional nn.LSTM into Flax LSTM-cell params.
+
+  PyTorch: weight_ih_l0 (4H, in), weight_hh_l0 (4H, H), bias_ih_l0, bias_hh_l0 (4H,), rows in
+  gate blocks i, f, g, o. Flax (`nn.LSTMCell` / `OptimizedLSTMCell` names): per gate
+  `i{gate}/kernel` (in, H) without bias and `h{gate}/kernel` (H, H) with
+  `h{gate}/bias` = bias_ih + bias_hh.
+  """
+  expected = {'weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'}
+  if set(leaves) != expected:
+    raise KeyError(f'LSTM leaves {sorted(leaves)}; expected exactly {sorted(expected)} '
+                   '(one layer, one direction)')
+  w_ih, w_hh = leaves['weight_ih_l0'], leaves['weight_hh_l0']
+  bias = leaves['bias_ih_l0'] + leaves['bias_hh_l0']
+  hidden = w_hh.shape[1]
+  if w_ih.shape[0] != 4 * hidden or w_hh.shape != (4 * hidden, hidden):
+    raise KeyError(f'LSTM shapes weight_ih {w_ih.shape}, weight_hh {w_hh.shape}; '
+                   'expected (4H, in) and (4H, H)')
+  out = {}
+  for k, gate in enumerate(LSTM_GATES):
+    rows = slice(k * hidden, (k + 1) * hidden)
+    out[('params', f'i{gate}', 'kernel')] = w_ih[rows].T
+    out[('params', f'h{gate}', 'kernel')] = w_hh[rows].T
+    out[('params', f'h{gate}', 'bias')] = bias[rows]
+  return out
+
+
+def _set(tree, path, value):
+  node = tree
+  for name in path[:-1]:
+    node = node.setdefault(name, {})
+    if not isinstance(node, dict):
+      raise ValueError(f'convert: Flax path {"/".join(path)} runs through a leaf')
+  node[path[-1]] = value
+
+
+def convert(state_dict, source):
+  """Converts a flat PyTorch state_dict into Flax variables using `SOURCES[source]`.
+
+  Args:
+    state_dict: torch key -> array (numpy or anything `np.asarray` accepts).
+    source: a key of `SOURCES`, e.g. 'panns_cnn14', 'seed_cnnx'.
+
+  Returns:
+    {'params': nested dict, 'batch_stats': nested dict} of numpy arrays (floating arrays as
+    float32); 'batch_stats' is left out when the source has no BatchNorm, as in `model.init`.
+
+  Raises:
+    ValueError: unknown source; keys no rule explains; leaves a rule cannot convert; two keys
+      mapping to one Flax path.
+  """
+  if source not in SOURCES:
+    raise ValueError(f'convert: unknown source {source!r}; known: {", ".join(sorted(SOURCES))}')
+  table = SOURCES[source]
+
+  # Group keys by (rule, Flax module path) so multi-key kinds (LSTM) see all their leaves.
+  groups: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+  torch_prefix: dict[tuple[int, str], str] = {}
+  unmatched, bad = [], []
+  for key, value in state_dict.items():
+    prefix, _, leaf = key.rpartition('.')
+    for index, rule in enumerate(table):
+      if re.fullmatch(rule.pattern, prefix):
+        break
+    else:
+      unmatched.append(key)
+      continue
+    if rule.target is None:
+      continue  # dropped on purpose
+    value = np.asarray(value)
+    if np.issubdtype(value.dtype, np.floating):
+      value = value.astype(np.float32)
+    module = re.sub(rule.pattern, rule.target, prefix)
+    groups.setdefault((index, module), {})[leaf] = value
+    torch_prefix[(index, module)] = prefix
+  if unmatched:
+    raise ValueError(f'convert({source!r}): {len(unmatched)} keys match no rule of the table: '
+                     f'{sorted(unmatched)}')
+
+  variables: dict[str, Any] = {'params': {}, 'batch_stats': {}}
+  origin: dict[tuple[str, ...], str] = {}
+  for (index, module), leaves in groups.items():
+    rule = table[index]
+    origin_of = f'{torch_prefix[(index, module)]}.*'
+    converted: dict[tuple[str, ...], np.ndarray] = {}
+    try:
+      if rule.kind == 'lstm':
+        converted = _lstm_leaves(leaves)
+      elif rule.kind in ('auto', 'raw'):
+        for leaf, value in leaves.items():
+          if rule.kind == 'raw':
+            mapped = ('params', leaf), value
+          else:
+            mapped = _auto_leaf(leaf, value)
+          if mapped is None:
+            continue
+          (collection, name), array = mapped
+          converted[(collection, name)] = array
+      else:
+        raise ValueError(f'convert: rule {rule} has unknown kind {rule.kind!r}')
+    except KeyError as e:
+      bad.append(f'{module}: {e.args[0]}')
+      continue
+    for (collection, *rest), array in converted.items():
+      path = (collection, *module.split('/'), *rest)
+      if path in origin:
+        raise ValueError(f'convert({source!r}): two keys map to {"/".join(path)}: '
+                         f'{origin[path]} and {origin_of}')
+      origin[path] = origin_of
+      _set(variables, path, np.ascontiguousarray(array))
+  if bad:
+    raise ValueError(f'convert({source!r}): leaves the table cannot convert: {bad}')
+  if not variables['batch_stats']:
+    del variables['batch_stats']
+  return variables
