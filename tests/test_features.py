@@ -72,7 +72,7 @@ def test_load_audio_downmix_and_resample(tmp_path, caplog):
   with caplog.at_level(logging.INFO, logger="ser_jax.features"):
     y = features.load_audio(path, 48000)
   assert y.dtype == np.float32 and y.ndim == 1
-  assert len(y) == int(np.ceil(len(left) * 48000 / 44100))
+  assert abs(len(y) - len(left) * 48000 / 44100) <= 1
   assert "downmixed 2 channels" in caplog.text
   assert "resampled 44100 Hz to 48000 Hz" in caplog.text
   import librosa
