@@ -162,7 +162,7 @@ class _LazyTensor:
     view = np.lib.stride_tricks.as_strided(
         flat[self.offset:], shape=self.size,
         strides=[s * flat.itemsize for s in self.stride])
-    return np.array(view)  # a contiguous copy, independent of the file buffer
+    return np.array(view, order='C')  # a contiguous copy, independent of the file buffer
 
 
 class _Opaque:
