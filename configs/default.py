@@ -74,6 +74,8 @@ def get_config(arg=None):
 
   if arg == 'tiny':
     apply_tiny(c)
+  elif arg:
+    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
   return c
 
 
