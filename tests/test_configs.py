@@ -1,0 +1,130 @@
+"""Every experiment config loads (plain and :tiny), names a registered model that accepts its
+input shape, and reproduces the predecessor's protocol (REFERENCE.md) by default."""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from ser_jax import splits
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / 'configs'
+
+# Predecessor's epochs per table row; AlexNet's count is ours (see configs/alexnet_attn.py).
+EPOCHS = {'cnn14': 120, 'cnn14_attn': 120, 'cnnx': 60, 'cnn_lstm': 140, 'vgg19_attn': 30,
+          'alexnet_attn': 30, 'resnet18': 40}
+TRANSFER = {'vgg19_attn': 'torchvision_vgg19_bn', 'alexnet_attn': 'torchvision_alexnet',
+            'resnet18': 'torchvision_resnet18'}
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(f'cfg_{name}', CONFIG_DIR / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('name', sorted(EPOCHS))
+def test_predecessor_protocol(name):
+  c = _load(name).get_config()
+  assert c.model.name == name
+  assert c.num_epochs == EPOCHS[name]
+  assert c.model.num_classes == 8
+  assert c.data.name == 'ravdess/speech_seed48k'  # 128 mels, 48 kHz, speech only
+  assert tuple(c.data.input_shape) == (128, 256)
+  assert c.data.crop_mode == 'resize'
+  assert not c.data.specaugment.enabled and c.data.mixup_alpha == 0
+  assert c.folds.scheme == 'predecessor' and tuple(c.folds.which) == ()
+  assert tuple(c.folds.test_actors) == ()
+  assert len(splits.predecessor_folds()) == 4
+  assert c.batch_size == 32
+  assert c.optimizer.name == 'adam_l2'
+  assert c.optimizer.learning_rate == 1e-4 and c.optimizer.weight_decay == 1e-5
+  assert c.optimizer.grad_clip_norm == 0 and c.optimizer.label_smoothing == 0
+  assert c.schedule.name == 'constant'
+  if name in TRANSFER:
+    assert c.init.expect_pretrained
+    assert c.init.source == TRANSFER[name]
+    assert c.init.dont_load and c.init.pretrained == ''
+  else:
+    assert not c.init.expect_pretrained and tuple(c.init.dont_load) == ()
+
+
+@pytest.mark.parametrize('name', sorted(EPOCHS))
+def test_tiny_variant(name):
+  module = _load(name)
+  c, t = module.get_config(), module.get_config('tiny')
+  assert t.model.name == c.model.name
+  assert t.num_epochs == 2 and tuple(t.folds.which) == (0,)
+  assert t.batch_size <= 8
+  assert t.data.input_shape[0] * t.data.input_shape[1] <= 64 * 64
+  # The tiny variant changes size and length only, not the recipe.
+  assert t.optimizer.to_dict() == c.optimizer.to_dict()
+  assert t.init.to_dict() == c.init.to_dict()
+  with pytest.raises(ValueError, match='Unknown config variant'):
+    module.get_config('huge')
+
+
+def test_default_rejects_unknown_variant():
+  with pytest.raises(ValueError, match='Unknown config variant'):
+    _load('default').get_config('tiniest')
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'vgg19_attn', 'alexnet_attn'])
+def test_dont_load_patterns_match_only_new_parts(name):
+  import re  # pylint: disable=g-import-not-at-top
+  c = _load(name).get_config()
+  new = {'resnet18': ['conv1/kernel', 'fc/bias', 'classifier/kernel'],
+         'vgg19_attn': ['stem/kernel', 'attention/dense/kernel', 'attention/u',
+                        'classifier/bias'],
+         'alexnet_attn': ['stem/bias', 'attention/u', 'classifier/kernel']}[name]
+  kept = {'resnet18': ['bn1/scale', 'layer1_0/conv1/kernel', 'layer4_1/bn2/bias'],
+          'vgg19_attn': ['features_0/kernel', 'features_1/scale'],
+          'alexnet_attn': ['features_0/kernel', 'features_10/bias']}[name]
+
+  def dropped(path):
+    return any(re.search(p, path) for p in c.init.dont_load)
+
+  for path in new:
+    assert dropped(path) and dropped('params/' + path), path
+  for path in kept:
+    assert not dropped(path) and not dropped('params/' + path), path
+
+
+@pytest.mark.parametrize('name', sorted(EPOCHS))
+@pytest.mark.parametrize('variant', ['', 'tiny'])
+def test_model_registered_and_accepts_input_shape(name, variant):
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
+  c = _load(name).get_config(variant or None)
+  if c.model.name not in models.MODELS:
+    pytest.skip(f'model {c.model.name!r} not registered yet (registered: {sorted(models.MODELS)})')
+  model = models.get_model(c.model.name, num_classes=c.model.num_classes,
+                           dtype=c.model.dtype, **c.model.kwargs)
+  x = jax.ShapeDtypeStruct((2, *c.data.input_shape, 1), jnp.float32)
+  # eval_shape traces without compiling or allocating: cheap even for CNN14 at 128 x 256.
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  assert logits.shape == (2, 8)
+
+
+def test_config_flags_load_by_path_from_any_cwd(tmp_path):
+  # ml_collections loads `--config=path:arg` by path; the config must find default.py
+  # without the repository root on sys.path or as the working directory.
+  script = tmp_path / 'show.py'
+  script.write_text(
+      'from absl import app\n'
+      'from ml_collections import config_flags\n'
+      '_C = config_flags.DEFINE_config_file("config")\n'
+      'def main(_):\n'
+      '  print(_C.value.model.name, _C.value.num_epochs, tuple(_C.value.data.input_shape))\n'
+      'app.run(main)\n')
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  out = subprocess.run(
+      [sys.executable, str(script), f'--config={CONFIG_DIR / "resnet18.py"}:tiny',
+       '--config.num_epochs=3'], cwd=tmp_path, env=env, capture_output=True, text=True,
+      check=True).stdout
+  assert out.split() == ['resnet18', '3', '(64,', '64)']
