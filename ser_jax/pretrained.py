@@ -21,6 +21,7 @@ Only numpy is needed to read a file; JAX, Flax and Orbax are imported lazily by 
 that need them, and PyTorch never is.
 """
 import collections
+import collections.abc
 import io
 import logging
 import os
@@ -484,3 +485,392 @@ def load_torch_checkpoint(path):
   path = os.fspath(path)
   obj = read_torch_file(path)
   return materialize(find_state_dict(obj, path), path)
+
+
+# ---------------------------------------------------------------------------------------
+# Part 2: strict merge into freshly initialised variables.
+# ---------------------------------------------------------------------------------------
+
+# How many names each section of a merge error lists.
+MAX_LISTED = 10
+
+
+def flatten(tree, prefix=''):
+  """Nested mappings -> `{'params/conv1/kernel': leaf}`, in the tree's own order."""
+  flat = {}
+  for key, value in tree.items():
+    path = f'{prefix}/{key}' if prefix else str(key)
+    if isinstance(value, collections.abc.Mapping):
+      flat.update(flatten(value, path))
+    else:
+      flat[path] = value
+  return flat
+
+
+def unflatten(flat):
+  """`{'a/b/c': leaf}` -> nested plain dicts."""
+  tree = {}
+  for path, value in flat.items():
+    node = tree
+    *parents, leaf = path.split('/')
+    for name in parents:
+      node = node.setdefault(name, {})
+    node[leaf] = value
+  return tree
+
+
+def _compile(dont_load):
+  if isinstance(dont_load, str):
+    dont_load = (dont_load,) if dont_load else ()
+  try:
+    return [(p, re.compile(p)) for p in dont_load]
+  except re.error as e:
+    raise ValueError(f'dont_load: invalid regex {e.pattern!r}: {e}') from None
+
+
+def _shape(x):
+  return tuple(np.shape(x))
+
+
+def merge_params(loaded, init, dont_load=()):
+  """Strictly merges `loaded` variables into freshly initialised `init` (big_vision style).
+
+  Every leaf of `init` must come from `loaded` with the same shape, and every leaf of
+  `loaded` must land in `init`, except paths matched by a `dont_load` regex: those keep
+  their initial value (a new head, a new 1 -> 3 stem) and are never loaded even when the
+  checkpoint has them. Paths are '/'-joined, starting with the collection, e.g.
+  'params/fc_audioset/kernel'; patterns use `re.search`, so `'fc_audioset'` matches its
+  kernel and bias.
+
+  Args:
+    loaded: nested mapping, e.g. `{'params': ..., 'batch_stats': ...}` from `convert`.
+    init: nested mapping from `model.init` (leaves: arrays or anything with a shape).
+    dont_load: regexes of paths meant to differ.
+
+  Returns:
+    A nested dict shaped like `init`: loaded leaves cast to the initial leaf's dtype
+    (numpy), `dont_load` leaves as initialised.
+
+  Raises:
+    CheckpointError: one error listing (first `MAX_LISTED` of each) the shape
+      mismatches, the model's leaves missing from the checkpoint, and the checkpoint's
+      leaves the model does not have, with their shapes.
+  """
+  patterns = _compile(dont_load)
+  flat_loaded, flat_init = flatten(loaded), flatten(init)
+  used = set()
+
+  def skip(path):
+    hits = [p for p, rx in patterns if rx.search(path)]
+    used.update(hits)
+    return bool(hits)
+
+  mismatched, missing, merged = [], [], {}
+  for path, init_leaf in flat_init.items():
+    if skip(path):
+      merged[path] = init_leaf
+    elif path not in flat_loaded:
+      missing.append(f'{path}: {_shape(init_leaf)}')
+    elif _shape(flat_loaded[path]) != _shape(init_leaf):
+      mismatched.append(f'{path}: checkpoint {_shape(flat_loaded[path])}, model '
+                        f'{_shape(init_leaf)}')
+    else:
+      dtype = getattr(init_leaf, 'dtype', None)
+      dtype = np.asarray(init_leaf).dtype if dtype is None else dtype
+      merged[path] = np.asarray(flat_loaded[path]).astype(dtype)
+  unexpected = [f'{path}: {_shape(leaf)}' for path, leaf in flat_loaded.items()
+                if path not in flat_init and not skip(path)]
+
+  if mismatched or missing or unexpected:
+    lines = [f'the checkpoint does not fit the model: {len(mismatched)} shape mismatches, '
+             f'{len(missing)} model leaves missing from the checkpoint, {len(unexpected)} '
+             f'checkpoint leaves the model does not have (dont_load={list(p for p, _ in patterns)})']
+    for title, items in (('shape mismatches', mismatched),
+                         ('in the model, not in the checkpoint', missing),
+                         ('in the checkpoint, not in the model', unexpected)):
+      if items:
+        lines.append(f'  {title} (first {min(len(items), MAX_LISTED)} of {len(items)}):')
+        lines.extend(f'    {item}' for item in items[:MAX_LISTED])
+    lines.append('Is it a checkpoint of this architecture (and number of classes)? Leaves meant '
+                 'to differ (a new head, a new stem) go in dont_load (config.init.dont_load or '
+                 '--dont_load), e.g. "classifier".')
+    raise CheckpointError('\n'.join(lines))
+  unused = [p for p, _ in patterns if p not in used]
+  if unused:
+    logging.warning('merge_params: dont_load patterns %s matched no parameter', unused)
+  return unflatten(merged)
+
+
+# ---------------------------------------------------------------------------------------
+# Part 3: from a file to merged variables.
+# ---------------------------------------------------------------------------------------
+
+# Fixed front-end buffers of PANNs' torchlibrosa modules: (n_fft // 2 + 1, 1, n_fft) and
+# (n_fft // 2 + 1, n_mels). They tell which front end a PANNs checkpoint was trained with.
+_PANNS_STFT_KEY = 'spectrogram_extractor.stft.conv_real.weight'
+_PANNS_MEL_KEY = 'logmel_extractor.melW'
+
+
+def frontend_name(name):
+  """'panns32k', or a data name like 'ravdess/speech_panns32k' -> 'panns32k'; else None."""
+  from ser_jax import features  # pylint: disable=g-import-not-at-top
+  if not name:
+    return None
+  if name in features.FRONTENDS:
+    return name
+  tail = str(name).rsplit('/', 1)[-1].rsplit('_', 1)[-1]
+  return tail if tail in features.FRONTENDS else None
+
+
+def _mel_matrix(frontend):
+  import librosa  # pylint: disable=g-import-not-at-top
+  return librosa.filters.mel(sr=frontend.sample_rate, n_fft=frontend.n_fft,
+                             n_mels=frontend.n_mels, fmin=frontend.fmin,
+                             fmax=frontend.fmax).T  # (n_fft // 2 + 1, n_mels)
+
+
+def _mel_matches(melw, frontend):
+  if melw.shape != (frontend.n_fft // 2 + 1, frontend.n_mels):
+    return False
+  return np.allclose(np.asarray(melw, np.float32), _mel_matrix(frontend), rtol=1e-4, atol=1e-6)
+
+
+def check_panns_frontend(state_dict, frontend, path='checkpoint'):
+  """Raises unless a PANNs state_dict was trained with `frontend`'s log-mel features.
+
+  PANNs checkpoints carry their front end's fixed buffers: the STFT kernel
+  (n_fft // 2 + 1, 1, n_fft) and the mel matrix (n_fft // 2 + 1, n_mels). The 32 kHz
+  CNN14 has n_fft 1024 and the 16 kHz one 512, so their shapes tell the files apart; the
+  mel matrix is also compared with the one `frontend` computes (sample rate, fmin, fmax).
+  A state_dict without these buffers cannot be checked (logged).
+
+  Args:
+    state_dict: the torch state_dict (numpy arrays).
+    frontend: a `ser_jax.features` front-end name ('panns32k') or FrontEnd.
+
+  Raises:
+    CheckpointError: naming the checkpoint's front end and the one requested.
+  """
+  from ser_jax import features  # pylint: disable=g-import-not-at-top
+  if isinstance(frontend, str):
+    frontend = features.get_frontend(frontend)
+  stft, melw = state_dict.get(_PANNS_STFT_KEY), state_dict.get(_PANNS_MEL_KEY)
+  if stft is None and melw is None:
+    logging.warning('%s has no PANNs front-end buffers (%s, %s): cannot check that it was '
+                    'trained with front end %r', path, _PANNS_STFT_KEY, _PANNS_MEL_KEY,
+                    frontend.name)
+    return
+  n_fft = stft.shape[-1] if stft is not None else 2 * (melw.shape[0] - 1)
+  n_mels = melw.shape[1] if melw is not None and melw.ndim == 2 else None
+  ok = n_fft == frontend.n_fft and n_mels in (None, frontend.n_mels)
+  if ok and melw is not None:
+    ok = _mel_matches(melw, frontend)
+  if ok:
+    return
+  theirs = [f.name for f in features.FRONTENDS.values()
+            if f.n_fft == n_fft and (melw is None or _mel_matches(melw, f))]
+  theirs_text = (f'front end {theirs[0]!r}' if theirs else
+                 'a front end ser_jax does not have')
+  raise CheckpointError(
+      f'{path} is a PANNs checkpoint trained on log-mels with n_fft {n_fft}'
+      f'{f", {n_mels} mels" if n_mels else ""} ({theirs_text}; e.g. the 16 kHz CNN14 '
+      f'Cnn14_16k_mAP=0.438.pth has n_fft 512, the 32 kHz Cnn14_mAP=0.431.pth 1024), but the '
+      f'features are {frontend.name!r} ({frontend.sample_rate} Hz, n_fft {frontend.n_fft}, '
+      f'{frontend.n_mels} mels, {frontend.fmin:g}-{frontend.fmax:g} Hz). Use the checkpoint '
+      f'that matches the front end, or a data config with the matching front end'
+      f'{f" (ravdess/<subset>_{theirs[0]}, --frontend={theirs[0]})" if theirs else ""}.')
+
+
+def matching_sources(keys):
+  """Converter sources whose rename table explains every key (a hint for errors)."""
+  from ser_jax import convert as convert_lib  # pylint: disable=g-import-not-at-top
+  hits = []
+  for name, table in convert_lib.SOURCES.items():
+    if all(any(re.fullmatch(rule.pattern, k.rpartition('.')[0]) for rule in table)
+           for k in keys):
+      hits.append(name)
+  return hits
+
+
+def convert_state_dict(state_dict, source, *, frontend=None, path='checkpoint'):
+  """Converts a torch state_dict with `ser_jax.convert`, checking PANNs' front end.
+
+  Raises:
+    CheckpointError: the rename table does not fit the keys (the message names the
+      sources that would), or a PANNs checkpoint does not match `frontend`.
+  """
+  from ser_jax import convert as convert_lib  # pylint: disable=g-import-not-at-top
+  if not source:
+    raise CheckpointError(f'{path}: a .pth/.pt checkpoint needs a converter source '
+                          f'(config.init.source / --source), one of '
+                          f'{sorted(convert_lib.SOURCES)}')
+  if source.startswith('panns'):
+    if frontend is None:
+      logging.warning('%s: no front end given: not checking that the PANNs checkpoint '
+                      'matches the features', path)
+    else:
+      check_panns_frontend(state_dict, frontend, path)
+  try:
+    return convert_lib.convert(state_dict, source)
+  except ValueError as e:
+    fits = [s for s in matching_sources(list(state_dict)) if s != source]
+    hint = (f' Its keys fit source(s) {fits}.' if fits else
+            ' Its keys fit no known source; first keys: '
+            f'{list(state_dict)[:MAX_LISTED]}.')
+    raise CheckpointError(f'{path} cannot be converted as {source!r}: {e}.{hint}') from None
+
+
+def init_input_shape(model_name):
+  """(mel, time) used to initialise a model for importing: PANNs CNN14 has 64 mel bins."""
+  return (64, 128) if 'panns' in model_name else (128, 256)
+
+
+def init_model(model_name, *, num_classes, seed=0, input_shape=None, **model_kwargs):
+  """Builds `model_name` and returns (model, freshly initialised variables)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.get_model(model_name, num_classes=num_classes, **model_kwargs)
+  mel, time = input_shape or init_input_shape(model_name)
+  x = jnp.zeros((1, mel, time, 1), jnp.float32)  # (batch, mel, time, channels)
+  variables = jax.jit(lambda rng: model.init(rng, x, train=False))(jax.random.PRNGKey(seed))
+  return model, dict(variables)
+
+
+def load_pretrained(path, variables, *, source='', dont_load=(), frontend=None):
+  """Loads `path` (a .pth/.pt or an import_weights output) strictly into `variables`.
+
+  Args:
+    path: a `torch.save` file, or a directory written by `launch/import_weights.py`.
+    variables: freshly initialised `{'params', 'batch_stats'}` of the target model.
+    source: converter name (`ser_jax.convert.SOURCES`) for a .pth; ignored for a directory.
+    dont_load: regexes of variable paths that keep their initial values.
+    frontend: the front end (name or data name) the model will see; a PANNs checkpoint
+      trained with another front end is refused.
+
+  Returns:
+    Merged variables (nested dicts of numpy arrays).
+  """
+  path = os.fspath(path)
+  frontend = frontend_name(frontend) if isinstance(frontend, str) else frontend
+  if os.path.isdir(path):
+    loaded = restore_imported(path, frontend=frontend)
+  elif os.path.exists(path):
+    state_dict = load_torch_checkpoint(path)
+    loaded = convert_state_dict(state_dict, source, frontend=frontend, path=path)
+  else:
+    raise CheckpointError(f'pretrained weights {path} do not exist')
+  return merge_params(loaded, variables, dont_load)
+
+
+def init_from_pretrained(variables, init_config, *, frontend=None):
+  """What training calls when `config.init.pretrained` is set.
+
+  Args:
+    variables: freshly initialised `{'params': ..., 'batch_stats': ...}`.
+    init_config: `config.init`: `pretrained` (.pth/.pt file or import_weights directory),
+      `source` (converter for a .pth), `dont_load` (regexes kept from `variables`).
+    frontend: the data's front end, e.g. `config.data.name` ('ravdess/speech_panns32k')
+      or 'panns32k'; used to refuse a PANNs checkpoint of another sample rate.
+
+  Returns:
+    Variables of the same structure, as JAX arrays, with the pretrained values.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  merged = load_pretrained(init_config.pretrained, variables,
+                           source=init_config.get('source', ''),
+                           dont_load=tuple(init_config.get('dont_load', ())),
+                           frontend=frontend)
+  kept = [p for p in flatten(merged)
+          if any(re.search(d, p) for d in init_config.get('dont_load', ()))]
+  logging.info('Initialised from %s: %d leaves loaded, %d kept from init (%s)',
+               init_config.pretrained, len(flatten(merged)) - len(kept), len(kept), kept)
+  return jax.tree.map(jnp.asarray, merged)
+
+
+# ---------------------------------------------------------------------------------------
+# Imported checkpoints (written by launch/import_weights.py).
+# ---------------------------------------------------------------------------------------
+
+IMPORT_INFO = 'import_info.json'  # what was imported, next to the Orbax checkpoint
+IMPORT_VARIABLES = 'variables'  # the Orbax StandardCheckpointer directory
+
+
+def save_imported(output, variables, info):
+  """Writes `output/variables` (Orbax) and `output/import_info.json`, atomically.
+
+  Everything is written into a temporary sibling directory first and renamed into place
+  at the end, so an interrupted import leaves no half-written `output`.
+
+  Raises:
+    FileExistsError: `output` exists (never overwritten).
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  output = os.path.abspath(os.fspath(output))
+  if os.path.exists(output):
+    raise FileExistsError(f'{output} exists; refusing to overwrite it (choose another '
+                          '--output or delete it)')
+  parent = os.path.dirname(output)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.tmp-', dir=parent)
+  try:
+    numpy_vars = unflatten({k: np.asarray(v) for k, v in flatten(variables).items()})
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(tmp, IMPORT_VARIABLES), numpy_vars)
+    checkpointer.wait_until_finished()
+    with open(os.path.join(tmp, IMPORT_INFO), 'w') as f:
+      json.dump(info, f, indent=2, sort_keys=True)
+    if os.path.exists(output):
+      raise FileExistsError(f'{output} appeared while importing; not overwriting it')
+    os.rename(tmp, output)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return output
+
+
+def read_import_info(path):
+  import json  # pylint: disable=g-import-not-at-top
+  info_path = os.path.join(os.fspath(path), IMPORT_INFO)
+  if not os.path.exists(info_path):
+    return {}
+  with open(info_path) as f:
+    return json.load(f)
+
+
+def restore_imported(path, *, frontend=None):
+  """Reads the variables of an import_weights directory (or a bare Orbax checkpoint).
+
+  Raises:
+    CheckpointError: not a checkpoint directory, or imported for another front end.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.fspath(path))
+  info = read_import_info(path)
+  ckpt = os.path.join(path, IMPORT_VARIABLES)
+  if not os.path.isdir(ckpt):
+    ckpt = path  # a bare StandardCheckpointer directory
+  if not os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')):
+    raise CheckpointError(f'{path} is not a checkpoint written by launch/import_weights.py '
+                          f'(no {IMPORT_VARIABLES}/ Orbax checkpoint inside)')
+  imported_fe = info.get('frontend')
+  if frontend and imported_fe and frontend_name(frontend) != imported_fe:
+    raise CheckpointError(f'{path} was imported for front end {imported_fe!r} but the '
+                          f'features are {frontend_name(frontend)!r}')
+  restored = ocp.StandardCheckpointer().restore(ckpt)
+  return unflatten({k: np.asarray(v) for k, v in flatten(restored).items()})
+
+
+def import_checkpoint(path, source, model_name, *, num_classes, dont_load=(), frontend=None,
+                      input_shape=None, seed=0, model_kwargs=None):
+  """A `.pth` -> converted -> strictly merged into a fresh `model_name`; returns variables.
+
+  Leaves matched by `dont_load` keep their fresh initialisation (from `seed`).
+  """
+  _, init = init_model(model_name, num_classes=num_classes, seed=seed,
+                       input_shape=input_shape, **(model_kwargs or {}))
+  return load_pretrained(path, init, source=source, dont_load=dont_load, frontend=frontend)
