@@ -87,12 +87,67 @@ SEED_CNN_LSTM = [
     Rule(r'classifier', 'classifier'),
 ]
 
+# torchvision ImageNet backbones, loaded into our models minus their new parts (stem,
+# attention, classifier). The ImageNet heads are dropped on purpose (None rules): the models
+# replace them. `features.N` keeps torchvision's Sequential index N in both models.
+TORCHVISION_VGG19_BN = [
+    Rule(r'features\.(\d+)', r'features_\1'),
+    Rule(r'classifier\.\d+', None),  # ImageNet head 25088 -> 4096 -> 4096 -> 1000
+]
+TORCHVISION_ALEXNET = [
+    Rule(r'features\.(\d+)', r'features_\1'),
+    Rule(r'classifier\.\d+', None),  # ImageNet head 9216 -> 4096 -> 4096 -> 1000
+]
+TORCHVISION_RESNET18 = [
+    # RGB conv1 (64, 3, 7, 7): our conv1 takes 1 channel and starts fresh, as the
+    # predecessor's replacement conv1 did.
+    Rule(r'conv1', None),
+    Rule(r'bn1', 'bn1'),
+    Rule(r'layer([1-4])\.([01])\.(conv[12]|bn[12])', r'layer\1_\2/\3'),
+    Rule(r'layer([1-4])\.([01])\.downsample\.([01])', r'layer\1_\2/downsample_\3'),
+    Rule(r'fc', None),  # ImageNet fc 512 -> 1000; ours is a new 512 -> 512
+]
+
+# The predecessor's VGG19 + Attn and AlexNet + Attn: `network.features.0` is the 1 -> 3 stem
+# and `network.features.{N + 1}` is torchvision's features.N (a regex cannot subtract, so one
+# rule per weighted index).
+_VGG19_BN_CONVS = (0, 3, 7, 10, 14, 17, 20, 23, 27, 30, 33, 36, 40, 43, 46, 49)
+_ALEXNET_CONVS = (0, 3, 6, 8, 10)
+_SEED_ATTN_HEAD = [
+    Rule(r'attention\.dense', 'attention/dense'),
+    Rule(r'attention', 'attention', kind='raw'),  # attention.u (1, C)
+    Rule(r'classifier', 'classifier'),
+]
+SEED_VGG19_ATTN = ([Rule(r'network\.features\.0', 'stem')] +
+                   [Rule(rf'network\.features\.{n + 1}', f'features_{n}')
+                    for conv in _VGG19_BN_CONVS for n in (conv, conv + 1)] +  # conv, its BN
+                   _SEED_ATTN_HEAD)
+SEED_ALEXNET_ATTN = ([Rule(r'network\.features\.0', 'stem')] +
+                     [Rule(rf'network\.features\.{n + 1}', f'features_{n}')
+                      for n in _ALEXNET_CONVS] +
+                     _SEED_ATTN_HEAD)
+
+# The predecessor's ResNet18: torchvision's resnet18 under `network.` with a 1-channel conv1
+# and fc 512 -> 512, then `classifier`.
+SEED_RESNET18 = [
+    Rule(r'network\.(conv1|bn1|fc)', r'\1'),
+    Rule(r'network\.layer([1-4])\.([01])\.(conv[12]|bn[12])', r'layer\1_\2/\3'),
+    Rule(r'network\.layer([1-4])\.([01])\.downsample\.([01])', r'layer\1_\2/downsample_\3'),
+    Rule(r'classifier', 'classifier'),
+]
+
 SOURCES: dict[str, list[Rule]] = {
     'panns_cnn14': PANNS_CNN14,
     'seed_cnn14': SEED_CNN14,
     'seed_cnn14_attn': SEED_CNN14_ATTN,
     'seed_cnnx': SEED_CNNX,
     'seed_cnn_lstm': SEED_CNN_LSTM,
+    'torchvision_vgg19_bn': TORCHVISION_VGG19_BN,
+    'torchvision_alexnet': TORCHVISION_ALEXNET,
+    'torchvision_resnet18': TORCHVISION_RESNET18,
+    'seed_vgg19_attn': SEED_VGG19_ATTN,
+    'seed_alexnet_attn': SEED_ALEXNET_ATTN,
+    'seed_resnet18': SEED_RESNET18,
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -14,10 +14,16 @@ from typing import Any, Callable
 
 import jax.numpy as jnp
 
+from ser_jax.models import alexnet
 from ser_jax.models import cnnx
+from ser_jax.models import resnet
+from ser_jax.models import vgg
 
 MODELS: dict[str, Callable[..., Any]] = {
     'cnnx': cnnx.CNNX,
+    'vgg19_attn': vgg.VGG19Attn,
+    'alexnet_attn': alexnet.AlexNetAttn,
+    'resnet18': resnet.ResNet18,
 }
 
 
