@@ -1,0 +1,247 @@
+r"""Training throughput and model FLOPs utilisation (MFU), JAX vs the PyTorch reference.
+
+For each model, compute dtype (float32, bfloat16) and batch size, times one training step
+(forward in train mode, softmax cross-entropy, backward, Adam with L2 weight decay, BatchNorm
+statistics update: the step `ser_jax.train` runs, on one device) and prints:
+
+  examples/s      batch / median step time (after compile and warm-up)
+  GFLOP/step      XLA's cost analysis of the compiled step (forward + backward + optimiser)
+  TFLOP/s         achieved: GFLOP/step / step time
+  MFU             achieved FLOP/s over the device's peak for that dtype; the peak used is named
+                  in the output (known accelerators from a table; on CPU a matmul peak is
+                  measured in the same run and labelled "measured")
+  torch ex/s      the same step on the PyTorch reference module (tests/torch_reference*.py),
+                  same batch, same device type; bfloat16 via torch.autocast
+  jax/torch       the throughput ratio
+
+Examples:
+  # CPU smoke (minutes on 2 cores)
+  python bench/accelerator.py --models=cnnx,cnn14 --batch_sizes=2,4 --input_shape=64,128 \
+      --steps=3
+  # GPU / TPU: the targets are CNN14 and VGG19 in bfloat16 at >= 35% MFU and >= 2x PyTorch
+  python bench/accelerator.py --models=cnn14,vgg19_attn --batch_sizes=32,64,128
+
+FLOPs count what XLA reports for the compiled step, so the MFU of a model includes only work
+XLA does (not padding the hardware adds); on TPU and GPU that is the usual "model FLOPs"
+convention within a few percent. Everything runs on `jax.devices()[0]`.
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from ser_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_MODELS = flags.DEFINE_list('models', ['cnnx', 'cnn14'], 'Registry names of the models.')
+_BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '64', '128'], 'Batch sizes.')
+_DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes.')
+_INPUT_SHAPE = flags.DEFINE_list('input_shape', ['128', '256'], 'mel,time of the input.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per setting (after warm-up).')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+_TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference step.')
+_JSON_OUT = flags.DEFINE_string('json_out', None, 'Also write the rows to this JSON file.')
+
+# Dense peak FLOP/s per chip, by (device kind prefix, dtype). Sources: NVIDIA H100/H200 SXM
+# datasheets (dense, no sparsity); Google Cloud TPU system architecture pages.
+# float32 on NVIDIA GPUs: XLA runs f32 matmuls and convolutions as TF32 by default
+# (jax_default_matmul_precision unset), so TF32 is the peak those steps can reach.
+KNOWN_PEAKS = {
+    ('NVIDIA H100', 'bfloat16'): (989e12, 'H100 SXM bf16 dense 989 TFLOP/s'),
+    ('NVIDIA H100', 'float32'): (494e12, 'H100 SXM TF32 dense 494 TFLOP/s (strict fp32: 67)'),
+    ('NVIDIA H200', 'bfloat16'): (989e12, 'H200 (H100 chip) bf16 dense 989 TFLOP/s'),
+    ('NVIDIA H200', 'float32'): (494e12, 'H200 TF32 dense 494 TFLOP/s (strict fp32: 67)'),
+    ('TPU v4', 'bfloat16'): (275e12, 'TPU v4 chip bf16 275 TFLOP/s'),
+    ('TPU v5 lite', 'bfloat16'): (197e12, 'TPU v5e chip bf16 197 TFLOP/s'),
+    ('TPU v5e', 'bfloat16'): (197e12, 'TPU v5e chip bf16 197 TFLOP/s'),
+}
+
+
+def device_peak(device, dtype_name, measured=None):
+  """(peak FLOP/s or None, description) for a device and compute dtype."""
+  for (prefix, dt), (peak, label) in KNOWN_PEAKS.items():
+    if device.device_kind.startswith(prefix) and dt == dtype_name:
+      return peak, label
+  if device.platform == 'cpu' and measured is not None:
+    return measured, f'CPU measured {dtype_name} matmul peak {measured / 1e9:.1f} GFLOP/s'
+  return None, f'peak unknown for {device.device_kind} {dtype_name}'
+
+
+def measure_matmul_peak(dtype, n=1024, reps=5):
+  """Best FLOP/s of an n x n matmul on the default device (a measured, not a datasheet, peak)."""
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best
+
+
+def cross_entropy(logits, labels, num_classes):
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32),
+                                     jax.nn.one_hot(labels, num_classes)).mean()
+
+
+def make_jax_step(model, tx, num_classes):
+  """One training step: the computation `ser_jax.train` runs per device, on one device."""
+
+  def step(params, batch_stats, opt_state, x, labels, rng):
+    def loss_fn(p):
+      variables = {'params': p}
+      if batch_stats is not None:
+        variables['batch_stats'] = batch_stats
+      logits, updates = model.apply(variables, x, train=True, rngs={'dropout': rng},
+                                    mutable=['batch_stats'])
+      return cross_entropy(logits, labels, num_classes), updates.get('batch_stats')
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+  return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def time_calls(fn, steps, warmup):
+  """Median seconds of `fn()` (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def bench_jax(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
+  """Returns (seconds per step, FLOPs per step) of the JAX step."""
+  model = models.get_model(name, num_classes=num_classes, dtype=jnp.dtype(dtype_name))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((batch, *input_shape, 1)), jnp.float32)  # (B, mel, time, 1)
+  labels = jnp.asarray(rng.integers(0, num_classes, batch), jnp.int32)
+  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x,
+                         train=False)
+  params, batch_stats = variables['params'], variables.get('batch_stats')
+  # The config's 'adam_l2': PyTorch Adam's weight_decay adds wd * param to the gradient.
+  tx = optax.chain(optax.add_decayed_weights(1e-5), optax.adam(1e-4))
+  opt_state = tx.init(params)
+  step = make_jax_step(model, tx, num_classes)
+  compiled = step.lower(params, batch_stats, opt_state, x, labels, jax.random.key(2)).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', float('nan')))
+  state = [params, batch_stats, opt_state]
+  key = [jax.random.key(3)]
+
+  def run_once():
+    key[0], sub = jax.random.split(key[0])
+    state[0], state[1], state[2], loss = compiled(state[0], state[1], state[2], x, labels, sub)
+    loss.block_until_ready()
+
+  return time_calls(run_once, steps, warmup), flops
+
+
+def torch_module(name, input_shape, num_classes=8):
+  """The PyTorch reference module of the tests, sized for `input_shape` where it matters."""
+  sys.path.insert(0, os.path.join(_REPO, 'tests'))
+  import torch_reference  # pylint: disable=g-import-not-at-top
+  if name == 'cnnx':
+    size = [s for s in input_shape]
+    for _ in range(3):  # conv 3x3 VALID then 2x2 average pool, three times
+      size = [(s - 2) // 2 for s in size]
+    return torch_reference.SeedCnnX(num_classes, flat_features=32 * size[0] * size[1])
+  if name == 'cnn_lstm':
+    return torch_reference.SeedCnnLstm(num_classes, n_mels=input_shape[0])
+  if name in torch_reference.REFERENCES:
+    return torch_reference.torch_reference(name, num_classes)
+  import torch_reference_vision  # pylint: disable=g-import-not-at-top
+  return torch_reference_vision.torch_reference(name, num_classes)
+
+
+def bench_torch(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
+  """Seconds per step of the PyTorch reference: same batch, Adam + L2, CE loss."""
+  import torch  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(_REPO, 'tests'))
+  import torch_reference  # pylint: disable=g-import-not-at-top
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  # Same float32 rule as XLA on GPUs: TF32 allowed in matmuls (cuDNN convs allow it already).
+  torch.set_float32_matmul_precision('high')
+  module = torch_module(name, input_shape, num_classes).to(device).train()
+  opt = torch.optim.Adam(module.parameters(), lr=1e-4, weight_decay=1e-5)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch, *input_shape, 1)).astype(np.float32)
+  x = torch_reference.to_torch_input(name, x).to(device)
+  labels = torch.as_tensor(rng.integers(0, num_classes, batch), device=device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype_name == 'bfloat16')
+
+  def run_once():
+    opt.zero_grad(set_to_none=True)
+    with autocast:
+      loss = torch.nn.functional.cross_entropy(module(x).float(), labels)
+    loss.backward()
+    opt.step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+
+  return time_calls(run_once, steps, warmup)
+
+
+def main(argv):
+  del argv
+  device = jax.devices()[0]
+  input_shape = tuple(int(s) for s in _INPUT_SHAPE.value)
+  batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  print(f'device: {device.device_kind} ({device.platform}), jax {jax.__version__}, '
+        f'input {input_shape}')
+  measured = {}
+  if device.platform == 'cpu':
+    for dt in _DTYPES.value:
+      measured[dt] = measure_matmul_peak(jnp.dtype(dt))
+  rows = []
+  header = (f'{"model":<12} {"dtype":<9} {"batch":>5} {"ex/s":>9} {"ms/step":>9} '
+            f'{"GFLOP/step":>11} {"TFLOP/s":>8} {"MFU":>7} {"torch ex/s":>10} {"jax/torch":>9}')
+  print(header)
+  for name in _MODELS.value:
+    for dt in _DTYPES.value:
+      peak, peak_label = device_peak(device, dt, measured.get(dt))
+      for batch in batch_sizes:
+        sec, flops = bench_jax(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
+        achieved = flops / sec
+        torch_sec = (bench_torch(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
+                     if _TORCH.value else None)
+        row = dict(model=name, dtype=dt, batch=batch, examples_per_s=batch / sec,
+                   step_ms=1e3 * sec, gflop_per_step=flops / 1e9,
+                   achieved_tflops=achieved / 1e12,
+                   mfu=achieved / peak if peak else None, peak=peak_label,
+                   torch_examples_per_s=batch / torch_sec if torch_sec else None,
+                   device=device.device_kind, input_shape=input_shape)
+        row['jax_over_torch'] = (row['examples_per_s'] / row['torch_examples_per_s']
+                                 if torch_sec else None)
+        rows.append(row)
+        mfu = f'{100 * row["mfu"]:.1f}%' if row['mfu'] is not None else 'n/a'
+        t_ex = f'{row["torch_examples_per_s"]:.1f}' if torch_sec else 'n/a'
+        ratio = f'{row["jax_over_torch"]:.2f}x' if torch_sec else 'n/a'
+        print(f'{name:<12} {dt:<9} {batch:>5} {row["examples_per_s"]:>9.1f} '
+              f'{row["step_ms"]:>9.1f} {row["gflop_per_step"]:>11.2f} '
+              f'{row["achieved_tflops"]:>8.3f} {mfu:>7} {t_ex:>10} {ratio:>9}', flush=True)
+      print(f'  MFU peak for {name} {dt}: {peak_label}')
+  if _JSON_OUT.value:
+    with open(_JSON_OUT.value, 'w') as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)
