@@ -8,9 +8,13 @@ Two layouts are built here, written from torchvision's published architectures:
 - the predecessor's wrappers (`network.*`, `attention.dense`, `attention.u`, `classifier`),
   which are the numerical references for `ser_jax.models.{vgg,alexnet,resnet}`.
 
-`torch_reference(name, num_classes)` returns the predecessor-layout module for a registry
-name (`vgg19_attn`, `alexnet_attn`, `resnet18`); `bench/models.py` uses it.
+Same helper API as tests/torch_reference.py (the audio models), so `bench/models.py` can use
+either: `torch_reference(name, num_classes)` (predecessor layout, for registry names
+`vgg19_attn`, `alexnet_attn`, `resnet18`), `convert_source(name)`, `to_torch_input(name, x)`,
+`randomize(module, seed)`, `state_dict_numpy(module)`; `TORCHVISION[source]()` builds the
+torchvision backbone for a `torchvision_*` source.
 """
+import numpy as np
 import torch
 from torch import nn
 
@@ -218,29 +222,63 @@ class SeedResNet18(nn.Module):
     return self.classifier(x)
 
 
-_SEED_MODELS = {
-    'vgg19_attn': SeedVGG19Attn,
-    'alexnet_attn': SeedAlexNetAttn,
-    'resnet18': SeedResNet18,
+# name -> (constructor of the predecessor-layout module, `ser_jax.convert` source)
+REFERENCES = {
+    'vgg19_attn': (SeedVGG19Attn, 'seed_vgg19_attn'),
+    'alexnet_attn': (SeedAlexNetAttn, 'seed_alexnet_attn'),
+    'resnet18': (SeedResNet18, 'seed_resnet18'),
+}
+# torchvision source name -> its ImageNet backbone (small `hidden` where the head is unused)
+TORCHVISION = {
+    'torchvision_vgg19_bn': lambda: TorchvisionVGG19BN(hidden=8),
+    'torchvision_alexnet': lambda: TorchvisionAlexNet(hidden=8),
+    'torchvision_resnet18': TorchvisionResNet18,
 }
 
 
 def torch_reference(name, num_classes=8):
   """The predecessor-layout torch module for a registry name (input NCHW, 1 channel)."""
-  if name not in _SEED_MODELS:
+  if name not in REFERENCES:
     raise ValueError(f'tests/torch_reference_vision.py: no torch reference for {name!r}; '
-                     f'known: {sorted(_SEED_MODELS)}')
-  return _SEED_MODELS[name](num_classes=num_classes)
+                     f'known: {sorted(REFERENCES)}')
+  return REFERENCES[name][0](num_classes=num_classes)
 
 
-def randomize_batchnorm(module, generator=None):
-  """Give every BatchNorm non-trivial affine params and running stats (fresh ones are 1/0)."""
+def convert_source(name):
+  """The `ser_jax.convert` source that reads `torch_reference(name)`'s state_dict."""
+  return REFERENCES[name][1]
+
+
+def to_torch_input(name, x):
+  """Flax input (batch, mel, time, 1) -> torch's (batch, 1, mel, time) tensor."""
+  del name  # every vision model reads the spectrogram as a 1-channel image
+  x = np.asarray(x, np.float32).transpose(0, 3, 1, 2)
+  return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def randomize(module, seed=0):
+  """Random weights and BatchNorm running statistics (fresh ones are 1 / 0), so converting
+
+  both is tested. Weights ~ N(0, 1 / fan_in) keep activations O(1) through 16+ layers.
+  """
+  gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
-    for m in module.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        n = m.num_features
-        m.weight.copy_(1.0 + 0.2 * torch.randn(n, generator=generator))
-        m.bias.copy_(0.2 * torch.randn(n, generator=generator))
-        m.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-        m.running_var.copy_(1.0 + 0.5 * torch.rand(n, generator=generator))
+    for name, tensor in module.state_dict().items():
+      leaf = name.rpartition('.')[2]
+      if leaf == 'num_batches_tracked':
+        continue
+      if leaf == 'running_var':
+        tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
+      elif leaf == 'running_mean':
+        tensor.copy_(0.1 * torch.randn(tensor.shape, generator=gen))
+      elif leaf == 'weight' and tensor.ndim == 1:  # BatchNorm scale
+        tensor.copy_(0.5 + torch.rand(tensor.shape, generator=gen))
+      else:
+        fan_in = int(np.prod(tensor.shape[1:])) if tensor.ndim > 1 else tensor.numel()
+        tensor.copy_(torch.randn(tensor.shape, generator=gen) / np.sqrt(max(fan_in, 1)))
   return module
+
+
+def state_dict_numpy(module):
+  """state_dict as {key: np.ndarray}, the form `ser_jax.convert.convert` takes."""
+  return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
