@@ -394,7 +394,11 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise SystemExit(f'evaluate.py: unexpected arguments {argv[1:]}')
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
+  if not f['verbosity'].present:
+    # Orbax and JAX log at INFO on every restore; keep stderr for what matters.
+    absl_logging.set_verbosity(absl_logging.WARNING)
   config = _CONFIG.value
   if config is not None and f.data_dir:
     config.data.data_dir = f.data_dir
