@@ -1,0 +1,60 @@
+r"""Trains and cross-validates an experiment: a thin launcher over `ser_jax.train`.
+
+  python launch/train.py --config=configs/cnnx.py --workdir=workdirs/cnnx
+  python launch/train.py --config=configs/cnnx.py:tiny --workdir=/tmp/cnnx_tiny
+  python launch/train.py --config=configs/cnn14.py --workdir=workdirs/cnn14 \
+      --config.num_epochs=10 --config.folds.which=0,1 --config.parallel=jit
+
+Any config field can be overridden with `--config.<field>=<value>`. Rerunning the same
+command with the same `--workdir` resumes from the latest checkpoint of each fold.
+Multi-host runs also take `--coordinator_address`, `--num_processes`, `--process_id`
+(see ser_jax/distributed.py; Cloud TPU VMs need none of them).
+"""
+
+import logging as std_logging
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+# Runs from any working directory without installing the package.
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+  sys.path.insert(0, str(_ROOT))
+
+from ser_jax import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', str(_ROOT / 'configs' / 'default.py'),
+    'Experiment config file (configs/<name>.py, optionally :tiny).', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder: checkpoints, reports, '
+                               'TensorBoard events. Rerun with the same one to resume.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  distributed.maybe_initialize()  # before anything touches a JAX backend
+  import jax  # pylint: disable=g-import-not-at-top
+  from ser_jax import train  # pylint: disable=g-import-not-at-top
+
+  # ser_jax logs through the standard library; absl's handler prints it.
+  std_logging.getLogger('ser_jax').setLevel(std_logging.INFO)
+  logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
+               jax.devices())
+  logging.info('Config:\n%s', _CONFIG.value)
+  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if jax.process_index() == 0:
+    mean, std = summary['mean'], summary['std']
+    print(f"{_CONFIG.value.model.name}: " + ', '.join(
+        f'{k} {100 * mean[k]:.2f}% (+- {100 * std[k]:.2f})'
+        for k in ('accuracy', 'precision', 'recall', 'f1')))
+    print(f'Reports: {pathlib.Path(_WORKDIR.value) / "results.md"}')
+
+
+if __name__ == '__main__':
+  app.run(main)
