@@ -18,8 +18,9 @@ Where the audio comes from, first match wins:
 4. otherwise the Zenodo archives (record 1188976) are downloaded (progress bar).
 A directory may hold the official zips and/or the extracted `Actor_NN/` folders.
 
-Feature extraction runs in a process pool (`RAVDESS_NUM_WORKERS`, default: the CPUs
-this process may use; 0 or 1 runs in-process), in file-name order, with a progress bar.
+Feature extraction runs in a process pool (builder kwarg `num_workers`, else
+`$RAVDESS_NUM_WORKERS`, else the CPUs this process may use; 0 or 1 runs in-process),
+in file-name order, with a progress bar.
 """
 
 import dataclasses
@@ -88,9 +89,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       f"{src_lib.ZENODO_RECORD}), or their extracted Actor_01/ .. Actor_24/ "
       f"folders, in the manual dir or in the directory named by ${ENV_DIR}.")
 
-  def __init__(self, *, file_format=None, **kwargs):
+  def __init__(self, *, file_format=None, num_workers: int | None = None, **kwargs):
+    """See tfds.core.GeneratorBasedBuilder; `num_workers` overrides $RAVDESS_NUM_WORKERS."""
     # array_record: random access, and written/read without TensorFlow.
     super().__init__(file_format=file_format or "array_record", **kwargs)
+    self._num_workers = num_workers
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -169,7 +172,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, sources):
     frontend = self.builder_config.frontend
     args = [(s, frontend) for s in sources]
-    workers = min(_num_workers(), len(sources))
+    workers = self._num_workers
+    workers = min(_num_workers() if workers is None else workers, len(sources))
     pool = None
     if workers > 1:
       # fork where available: no re-import of the caller's __main__; the workers only
