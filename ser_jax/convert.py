@@ -179,16 +179,15 @@ def _lstm_leaves(leaves):
   """Splits one single-layer unidirectional nn.LSTM into Flax LSTM-cell params.
 
   PyTorch: weight_ih_l0 (4H, in), weight_hh_l0 (4H, H), bias_ih_l0, bias_hh_l0 (4H,), rows in
-  gate blocks i, f, g, o. Flax (`nn.LSTMCell` / `OptimizedLSTMCell` names): per gate
-  `i{gate}/kernel` (in, H) without bias and `h{gate}/kernel` (H, H) with
-  `h{gate}/bias` = bias_ih + bias_hh.
+  gate blocks i, f, g, o. Flax (`ser_jax.models.cnn_lstm.LSTM`, nn.LSTMCell's per-gate names
+  plus PyTorch's second bias): per gate `i{gate}/{kernel (in, H), bias (H,)}` from the
+  input-side rows and `h{gate}/{kernel (H, H), bias (H,)}` from the hidden-side rows.
   """
   expected = {'weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'}
   if set(leaves) != expected:
     raise KeyError(f'LSTM leaves {sorted(leaves)}; expected exactly {sorted(expected)} '
                    '(one layer, one direction)')
   w_ih, w_hh = leaves['weight_ih_l0'], leaves['weight_hh_l0']
-  bias = leaves['bias_ih_l0'] + leaves['bias_hh_l0']
   hidden = w_hh.shape[1]
   if w_ih.shape[0] != 4 * hidden or w_hh.shape != (4 * hidden, hidden):
     raise KeyError(f'LSTM shapes weight_ih {w_ih.shape}, weight_hh {w_hh.shape}; '
@@ -197,8 +196,9 @@ def _lstm_leaves(leaves):
   for k, gate in enumerate(LSTM_GATES):
     rows = slice(k * hidden, (k + 1) * hidden)
     out[('params', f'i{gate}', 'kernel')] = w_ih[rows].T
+    out[('params', f'i{gate}', 'bias')] = leaves['bias_ih_l0'][rows]
     out[('params', f'h{gate}', 'kernel')] = w_hh[rows].T
-    out[('params', f'h{gate}', 'bias')] = bias[rows]
+    out[('params', f'h{gate}', 'bias')] = leaves['bias_hh_l0'][rows]
   return out
 
 

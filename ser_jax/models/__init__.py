@@ -15,12 +15,18 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from ser_jax.models import alexnet
+from ser_jax.models import cnn14
+from ser_jax.models import cnn_lstm
 from ser_jax.models import cnnx
 from ser_jax.models import resnet
 from ser_jax.models import vgg
 
 MODELS: dict[str, Callable[..., Any]] = {
+    'cnn14': functools.partial(cnn14.CNN14, head='gap'),
+    'cnn14_attn': functools.partial(cnn14.CNN14, head='attention'),
+    'cnn14_panns': cnn14.CNN14PANNs,  # get_model's default is 8 classes; AudioSet's is 527
     'cnnx': cnnx.CNNX,
+    'cnn_lstm': cnn_lstm.CNNLSTM,
     'vgg19_attn': vgg.VGG19Attn,
     'alexnet_attn': alexnet.AlexNetAttn,
     'resnet18': resnet.ResNet18,

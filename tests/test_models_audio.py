@@ -1,0 +1,169 @@
+"""Audio models vs their PyTorch references (tests/torch_reference.py), through convert().
+
+For each model: random torch weights and BatchNorm running statistics -> state_dict ->
+`ser_jax.convert.convert` -> Flax variables; then equal parameter counts and tree shapes,
+eval-mode logits within 1e-4, and one train-mode forward (dropout off on both sides, so
+every BatchNorm sees the same activations) moving the running statistics to the same values.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from ser_jax import convert as convert_lib
+from ser_jax import models
+from ser_jax.models import cnn_lstm
+import torch_reference as tr
+
+# name -> (input (mel, time), Flax kwargs that switch dropout off for the train-mode check)
+CASES = {
+    'cnn14': ((64, 64), {'dropout_rate': 0.0}),
+    'cnn14_attn': ((64, 128), {'dropout_rate': 0.0}),
+    'cnn14_panns': ((64, 64), {'dropout_rate': 0.0, 'head_dropout_rate': 0.0}),
+    'cnnx': ((128, 256), {}),  # the 13440-feature dense layer fixes 128 x 256
+    'cnn_lstm': ((128, 64), {}),
+}
+NUM_CLASSES = 5
+BATCH = 3
+
+
+def _count(tree):
+  return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
+
+
+def _shapes(tree):
+  return jax.tree_util.tree_map(lambda a: tuple(a.shape), tree)
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(name):
+  """Torch reference (random weights and stats), Flax model, converted variables, input."""
+  (mels, frames), no_dropout = CASES[name]
+  torch.manual_seed(0)
+  ref = tr.randomize(tr.torch_reference(name, NUM_CLASSES), seed=1)
+  model = models.get_model(name, num_classes=NUM_CLASSES, **no_dropout)
+  x = np.random.default_rng(2).normal(size=(BATCH, mels, frames, 1)).astype(np.float32)
+  variables = convert_lib.convert(tr.state_dict_numpy(ref), tr.convert_source(name))
+  return ref, model, variables, x
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_registry_has_model(name):
+  assert name in models.MODELS
+
+
+def test_unknown_model_lists_known_names():
+  with pytest.raises(ValueError, match='cnn14_attn.*cnnx'):
+    models.get_model('no_such_model')
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_matches_torch(name):
+  ref, model, variables, x = _setup(name)
+
+  # Parameter counts and the converted tree against a fresh init's (no compile: eval_shape).
+  init = jax.eval_shape(functools.partial(model.init, train=False),
+                        jax.random.PRNGKey(0), jnp.asarray(x))
+  assert _count(init['params']) == sum(p.numel() for p in ref.parameters())
+  assert _shapes(variables) == _shapes(init)
+
+  # Eval mode.
+  ref.eval()
+  with torch.no_grad():
+    want = ref(tr.to_torch_input(name, x)).numpy()
+  got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  assert got.shape == (BATCH, NUM_CLASSES)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
+
+  # Train mode: BatchNorm in training mode, dropout off on both sides.
+  ref.eval()
+  for m in ref.modules():
+    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+      m.train()
+  with torch.no_grad():
+    want = ref(tr.to_torch_input(name, x)).numpy()
+  train_apply = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))
+  got, updates = train_apply(variables, x, rngs={'dropout': jax.random.PRNGKey(0)})
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
+  if 'batch_stats' in variables:
+    new_stats = convert_lib.convert(tr.state_dict_numpy(ref), tr.convert_source(name))
+    flat_got = jax.tree_util.tree_leaves_with_path(updates['batch_stats'])
+    flat_want = dict(jax.tree_util.tree_leaves_with_path(new_stats['batch_stats']))
+    old = dict(jax.tree_util.tree_leaves_with_path(variables['batch_stats']))
+    assert len(flat_got) == len(flat_want) > 0
+    for path, value in flat_got:
+      assert not np.allclose(value, old[path]), f'{path} was not updated'
+      np.testing.assert_allclose(np.asarray(value), flat_want[path], atol=1e-5, rtol=1e-5,
+                                 err_msg=jax.tree_util.keystr(path))
+  else:
+    assert 'batch_stats' not in updates or not updates['batch_stats']
+
+
+def test_train_mode_dropout_uses_rng():
+  """With dropout on, train-mode outputs depend on the dropout key; eval mode does not."""
+  model = models.get_model('cnn14_attn', num_classes=NUM_CLASSES)
+  _, _, variables, x = _setup('cnn14_attn')
+  apply = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))
+  a, _ = apply(variables, x, rngs={'dropout': jax.random.PRNGKey(0)})
+  b, _ = apply(variables, x, rngs={'dropout': jax.random.PRNGKey(1)})
+  assert np.max(np.abs(np.asarray(a) - np.asarray(b))) > 1e-4
+
+
+def test_lstm_gate_order():
+  """Our LSTM on converted torch weights: the same last hidden state as torch.nn.LSTM."""
+  torch.manual_seed(3)
+  lstm = torch.nn.LSTM(6, 4, batch_first=True)
+  tr.randomize(lstm, seed=4)  # biases too, so both bias vectors matter
+  seq = torch.randn(2, 7, 6)
+  with torch.no_grad():
+    _, (h_n, _) = lstm(seq)
+  sd = {f'LSTM.{k}': v for k, v in tr.state_dict_numpy(lstm).items()}
+  params = convert_lib.convert(sd, 'seed_cnn_lstm')['params']
+  got = cnn_lstm.LSTM(4).apply({'params': params['lstm']}, seq.numpy())
+  np.testing.assert_allclose(np.asarray(got), h_n[-1].numpy(), atol=1e-5)
+  # Lengths: a row stopped at step 4 equals running on its first 4 steps.
+  short = cnn_lstm.LSTM(4).apply({'params': params['lstm']}, seq.numpy()[:, :4])
+  stopped = cnn_lstm.LSTM(4).apply({'params': params['lstm']}, seq.numpy(),
+                                   jnp.array([4, 7]))
+  np.testing.assert_allclose(np.asarray(stopped[0]), np.asarray(short[0]), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(stopped[1]), h_n[-1, 1].numpy(), atol=1e-5)
+
+
+def test_cnnx_flatten_is_chw():
+  """CNN-X's first dense kernel rows are indexed c * (14 * 30) + h * 30 + w, as in torch."""
+  _, model, variables, x = _setup('cnnx')
+  kernel = variables['params']['fc_layer1']['kernel']
+  assert kernel.shape == (32 * 14 * 30, 2048)
+  # Zero every row except those of channel 5: only channel-5 activations may then matter.
+  keep = np.zeros_like(kernel)
+  keep[5 * 420:6 * 420] = kernel[5 * 420:6 * 420]
+  params = dict(variables['params'], fc_layer1={'kernel': keep,
+                                                'bias': variables['params']['fc_layer1']['bias']})
+  ref, *_ = _setup('cnnx')
+  with torch.no_grad():
+    ref.fc_layer1[0].weight[:, :5 * 420] = 0
+    ref.fc_layer1[0].weight[:, 6 * 420:] = 0
+    want = ref.eval()(tr.to_torch_input('cnnx', x)).numpy()
+  _setup.cache_clear()  # the reference was modified in place
+  got = jax.jit(model.apply)({'params': params}, x)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['cnn14_attn', 'cnn_lstm'])
+def test_bfloat16_compute(name):
+  """bfloat16 compute: params stay float32, logits finite and near the float32 ones."""
+  _, _, variables, x = _setup(name)
+  model32 = models.get_model(name, num_classes=NUM_CLASSES)
+  model16 = models.get_model(name, num_classes=NUM_CLASSES, dtype='bfloat16')
+  init = jax.eval_shape(model16.init, jax.random.PRNGKey(0), jnp.asarray(x))
+  assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(init))
+  want = np.asarray(jax.jit(model32.apply)(variables, x))
+  got = jax.jit(model16.apply)(variables, x)
+  assert got.dtype == jnp.bfloat16
+  got = np.asarray(got, np.float32)
+  assert np.all(np.isfinite(got))
+  scale = max(1.0, float(np.max(np.abs(want))))
+  assert np.max(np.abs(got - want)) < 0.1 * scale
