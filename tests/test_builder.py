@@ -259,3 +259,29 @@ def test_panns_config_short_clip(tmp_path):
   (ex,) = _read_all(tmp_path / "tfds", "speech_panns32k")
   assert ex["log_mel"].shape == (64, int(ex["num_frames"]))
   assert np.isfinite(ex["log_mel"]).all()
+
+
+@pytest.mark.slow
+def test_ravdess_mini_integration(mini_data_dir, ravdess_mini):
+  """The real subset: counts, labels, and log-mels equal to an independent librosa run."""
+  import librosa
+  examples = _read_all(mini_data_dir)
+  assert len(examples) == 240
+  assert sorted({int(ex["actor"]) for ex in examples}) == [1, 2, 3, 4]
+  counts = np.bincount([int(ex["emotion"]) for ex in examples], minlength=8)
+  assert counts.tolist() == [16, 32, 32, 32, 32, 32, 32, 32]
+  by_name = {ex["file_name"].decode(): ex for ex in examples}
+  for name in ("03-01-01-01-01-01-01.wav", "03-01-08-02-02-02-04.wav",
+               "03-01-05-02-01-01-03.wav"):
+    ex = by_name[name]
+    y, _ = librosa.load(pathlib.Path(ravdess_mini) / f"Actor_{name[-6:-4]}" / name,
+                        sr=48000)
+    s = librosa.feature.melspectrogram(y=y, sr=48000, n_fft=2048, win_length=1920,
+                                       hop_length=480, n_mels=128)
+    want = librosa.power_to_db(s, ref=np.max)  # top_db 80
+    assert ex["log_mel"].shape == want.shape == (128, int(ex["num_frames"]))
+    assert np.abs(ex["log_mel"] - want).max() <= 0.01
+    assert float(ex["duration"]) == pytest.approx(len(y) / 48000, abs=1e-6)
+    info = sources.parse_file_name(name)
+    assert (int(ex["emotion"]), int(ex["actor"]), int(ex["intensity"])) == (
+        info.emotion, info.actor, info.intensity)
