@@ -248,7 +248,11 @@ def convert(state_dict, source):
     if np.issubdtype(value.dtype, np.floating):
       value = value.astype(np.float32)
     module = re.sub(rule.pattern, rule.target, prefix)
-    groups.setdefault((index, module), {})[leaf] = value
+    group = groups.setdefault((index, module), {})
+    if leaf in group:
+      raise ValueError(f'convert({source!r}): two keys map to {module}/{leaf}: '
+                       f'{torch_prefix[(index, module)]}.{leaf} and {key}')
+    group[leaf] = value
     torch_prefix[(index, module)] = prefix
   if unmatched:
     raise ValueError(f'convert({source!r}): {len(unmatched)} keys match no rule of the table: '

@@ -5,6 +5,7 @@ For each model: random torch weights and BatchNorm running statistics -> state_d
 eval-mode logits within 1e-4, and one train-mode forward (dropout off on both sides, so
 every BatchNorm sees the same activations) moving the running statistics to the same values.
 """
+import copy
 import functools
 
 import jax
@@ -18,14 +19,22 @@ from ser_jax import models
 from ser_jax.models import cnn_lstm
 import torch_reference as tr
 
-# name -> (input (mel, time), Flax kwargs that switch dropout off for the train-mode check)
+TINY = (4, 8, 8, 16, 16, 32)  # CNN14 block widths of the fast variants; same code paths
+# case -> (registry name, input (mel, time), model kwargs (both sides), Flax kwargs that
+# switch dropout off for the train-mode check)
 CASES = {
-    'cnn14': ((64, 64), {'dropout_rate': 0.0}),
-    'cnn14_attn': ((64, 128), {'dropout_rate': 0.0}),
-    'cnn14_panns': ((64, 64), {'dropout_rate': 0.0, 'head_dropout_rate': 0.0}),
-    'cnnx': ((128, 256), {}),  # the 13440-feature dense layer fixes 128 x 256
-    'cnn_lstm': ((128, 64), {}),
+    'cnn14-tiny': ('cnn14', (64, 64), {'widths': TINY}, {'dropout_rate': 0.0}),
+    'cnn14_attn-tiny': ('cnn14_attn', (64, 128), {'widths': TINY}, {'dropout_rate': 0.0}),
+    'cnn14_panns-tiny': ('cnn14_panns', (64, 64), {'widths': TINY},
+                         {'dropout_rate': 0.0, 'head_dropout_rate': 0.0}),
+    'cnnx': ('cnnx', (128, 256), {}, {}),  # the 13440-feature dense layer fixes 128 x 256
+    'cnn_lstm': ('cnn_lstm', (128, 64), {}, {}),
+    # The full-size CNN14s (76-81 M parameters): the same checks on the real widths.
+    'cnn14': ('cnn14', (64, 64), {}, {'dropout_rate': 0.0}),
+    'cnn14_attn': ('cnn14_attn', (64, 128), {}, {'dropout_rate': 0.0}),
+    'cnn14_panns': ('cnn14_panns', (64, 64), {}, {'dropout_rate': 0.0, 'head_dropout_rate': 0.0}),
 }
+FULL_SIZE = ('cnn14', 'cnn14_attn', 'cnn14_panns')
 NUM_CLASSES = 5
 BATCH = 3
 
@@ -39,18 +48,30 @@ def _shapes(tree):
 
 
 @functools.lru_cache(maxsize=None)
-def _setup(name):
+def _setup(case):
   """Torch reference (random weights and stats), Flax model, converted variables, input."""
-  (mels, frames), no_dropout = CASES[name]
+  name, (mels, frames), kwargs, no_dropout = CASES[case]
   torch.manual_seed(0)
-  ref = tr.randomize(tr.torch_reference(name, NUM_CLASSES), seed=1)
-  model = models.get_model(name, num_classes=NUM_CLASSES, **no_dropout)
+  ref = tr.randomize(tr.torch_reference(name, NUM_CLASSES, **kwargs), seed=1)
+  model = models.get_model(name, num_classes=NUM_CLASSES, **kwargs, **no_dropout)
   x = np.random.default_rng(2).normal(size=(BATCH, mels, frames, 1)).astype(np.float32)
   variables = convert_lib.convert(tr.state_dict_numpy(ref), tr.convert_source(name))
-  return ref, model, variables, x
+  return ref, model, jax.device_put(variables), x
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
+@functools.lru_cache(maxsize=None)
+def _eval_fn(case):
+  """The jitted eval-mode apply of a case's model, compiled once per test session."""
+  return jax.jit(functools.partial(_setup(case)[1].apply, train=False))
+
+
+def _running_stats(ref, name):
+  """The torch module's BatchNorm running statistics, converted to Flax batch_stats."""
+  sd = {k: v for k, v in tr.state_dict_numpy(ref).items() if '.running_' in k}
+  return convert_lib.convert(sd, tr.convert_source(name))['batch_stats']
+
+
+@pytest.mark.parametrize('name', sorted({c[0] for c in CASES.values()}))
 def test_registry_has_model(name):
   assert name in models.MODELS
 
@@ -60,9 +81,11 @@ def test_unknown_model_lists_known_names():
     models.get_model('no_such_model')
 
 
-@pytest.mark.parametrize('name', sorted(CASES))
-def test_matches_torch(name):
-  ref, model, variables, x = _setup(name)
+@pytest.mark.parametrize('case', [
+    pytest.param(c, marks=pytest.mark.slow) if c in FULL_SIZE else c for c in CASES])
+def test_matches_torch(case):
+  name = CASES[case][0]
+  ref, model, variables, x = _setup(case)
 
   # Parameter counts and the converted tree against a fresh init's (no compile: eval_shape).
   init = jax.eval_shape(functools.partial(model.init, train=False),
@@ -74,7 +97,7 @@ def test_matches_torch(name):
   ref.eval()
   with torch.no_grad():
     want = ref(tr.to_torch_input(name, x)).numpy()
-  got = jax.jit(functools.partial(model.apply, train=False))(variables, x)
+  got = _eval_fn(case)(variables, x)
   assert got.shape == (BATCH, NUM_CLASSES)
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
@@ -89,9 +112,8 @@ def test_matches_torch(name):
   got, updates = train_apply(variables, x, rngs={'dropout': jax.random.PRNGKey(0)})
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
   if 'batch_stats' in variables:
-    new_stats = convert_lib.convert(tr.state_dict_numpy(ref), tr.convert_source(name))
     flat_got = jax.tree_util.tree_leaves_with_path(updates['batch_stats'])
-    flat_want = dict(jax.tree_util.tree_leaves_with_path(new_stats['batch_stats']))
+    flat_want = dict(jax.tree_util.tree_leaves_with_path(_running_stats(ref, name)))
     old = dict(jax.tree_util.tree_leaves_with_path(variables['batch_stats']))
     assert len(flat_got) == len(flat_want) > 0
     for path, value in flat_got:
@@ -104,8 +126,8 @@ def test_matches_torch(name):
 
 def test_train_mode_dropout_uses_rng():
   """With dropout on, train-mode outputs depend on the dropout key; eval mode does not."""
-  model = models.get_model('cnn14_attn', num_classes=NUM_CLASSES)
-  _, _, variables, x = _setup('cnn14_attn')
+  model = models.get_model('cnn14_attn', num_classes=NUM_CLASSES, widths=TINY)
+  _, _, variables, x = _setup('cnn14_attn-tiny')
   apply = jax.jit(functools.partial(model.apply, train=True, mutable=['batch_stats']))
   a, _ = apply(variables, x, rngs={'dropout': jax.random.PRNGKey(0)})
   b, _ = apply(variables, x, rngs={'dropout': jax.random.PRNGKey(1)})
@@ -134,7 +156,7 @@ def test_lstm_gate_order():
 
 def test_cnnx_flatten_is_chw():
   """CNN-X's first dense kernel rows are indexed c * (14 * 30) + h * 30 + w, as in torch."""
-  _, model, variables, x = _setup('cnnx')
+  _, _, variables, x = _setup('cnnx')
   kernel = variables['params']['fc_layer1']['kernel']
   assert kernel.shape == (32 * 14 * 30, 2048)
   # Zero every row except those of channel 5: only channel-5 activations may then matter.
@@ -142,25 +164,24 @@ def test_cnnx_flatten_is_chw():
   keep[5 * 420:6 * 420] = kernel[5 * 420:6 * 420]
   params = dict(variables['params'], fc_layer1={'kernel': keep,
                                                 'bias': variables['params']['fc_layer1']['bias']})
-  ref, *_ = _setup('cnnx')
+  ref = copy.deepcopy(_setup('cnnx')[0])
   with torch.no_grad():
     ref.fc_layer1[0].weight[:, :5 * 420] = 0
     ref.fc_layer1[0].weight[:, 6 * 420:] = 0
     want = ref.eval()(tr.to_torch_input('cnnx', x)).numpy()
-  _setup.cache_clear()  # the reference was modified in place
-  got = jax.jit(model.apply)({'params': params}, x)
+  got = _eval_fn('cnnx')({'params': params}, x)
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
 
 
-@pytest.mark.parametrize('name', ['cnn14_attn', 'cnn_lstm'])
-def test_bfloat16_compute(name):
+@pytest.mark.parametrize('case', ['cnn14_attn-tiny', 'cnn_lstm'])
+def test_bfloat16_compute(case):
   """bfloat16 compute: params stay float32, logits finite and near the float32 ones."""
-  _, _, variables, x = _setup(name)
-  model32 = models.get_model(name, num_classes=NUM_CLASSES)
-  model16 = models.get_model(name, num_classes=NUM_CLASSES, dtype='bfloat16')
+  name, _, kwargs, _ = CASES[case]
+  _, _, variables, x = _setup(case)
+  model16 = models.get_model(name, num_classes=NUM_CLASSES, dtype='bfloat16', **kwargs)
   init = jax.eval_shape(model16.init, jax.random.PRNGKey(0), jnp.asarray(x))
   assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(init))
-  want = np.asarray(jax.jit(model32.apply)(variables, x))
+  want = np.asarray(_eval_fn(case)(variables, x))
   got = jax.jit(model16.apply)(variables, x)
   assert got.dtype == jnp.bfloat16
   got = np.asarray(got, np.float32)

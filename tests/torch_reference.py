@@ -48,15 +48,15 @@ class ConvBlock(nn.Module):
 class PannsCnn14(nn.Module):
   """PANNs Cnn14 from the log-mel on: input (batch, 1, time, mel), logits out."""
 
-  def __init__(self, classes_num=527, mel_bins=64):
+  def __init__(self, classes_num=527, mel_bins=64, widths=CNN14_WIDTHS):
     super().__init__()
     self.bn0 = nn.BatchNorm2d(mel_bins)
     in_ch = 1
-    for i, width in enumerate(CNN14_WIDTHS, start=1):
+    for i, width in enumerate(widths, start=1):
       setattr(self, f'conv_block{i}', ConvBlock(in_ch, width))
       in_ch = width
-    self.fc1 = nn.Linear(2048, 2048)
-    self.fc_audioset = nn.Linear(2048, classes_num)
+    self.fc1 = nn.Linear(in_ch, in_ch)
+    self.fc_audioset = nn.Linear(in_ch, classes_num)
 
   def forward(self, x):
     x = x.transpose(1, 3)  # (batch, mel, time, 1): bn0 normalises each mel bin
@@ -93,14 +93,14 @@ class UAttention(nn.Module):
 class SeedCnn14(nn.Module):
   """The predecessor's CNN14: input (batch, 1, mel, time); 2x2 average pool in all 6 blocks."""
 
-  def __init__(self, num_classes=8, attention=False):
+  def __init__(self, num_classes=8, attention=False, widths=CNN14_WIDTHS):
     super().__init__()
     in_ch = 1
-    for i, width in enumerate(CNN14_WIDTHS, start=1):
+    for i, width in enumerate(widths, start=1):
       setattr(self, f'conv_layer{i}', ConvBlock(in_ch, width))
       in_ch = width
-    self.attention = UAttention(2048) if attention else None
-    self.fc_layer = nn.Sequential(nn.Linear(2048, 512), nn.ReLU())
+    self.attention = UAttention(in_ch) if attention else None
+    self.fc_layer = nn.Sequential(nn.Linear(in_ch, 512), nn.ReLU())
     self.classifier = nn.Linear(512, num_classes)
 
   def forward(self, x):
@@ -146,19 +146,21 @@ class SeedCnnLstm(nn.Module):
     return self.classifier(h_n[-1])
 
 
-# Registry name -> (constructor, convert source).
+# Registry name -> (constructor, convert source). Constructors take num_classes and the
+# model's extra keyword arguments (CNN14's `widths`, for small test variants).
 REFERENCES = {
-    'cnn14': (lambda num_classes: SeedCnn14(num_classes), 'seed_cnn14'),
-    'cnn14_attn': (lambda num_classes: SeedCnn14(num_classes, attention=True), 'seed_cnn14_attn'),
-    'cnn14_panns': (lambda num_classes: PannsCnn14(num_classes), 'panns_cnn14'),
+    'cnn14': (lambda num_classes, **kw: SeedCnn14(num_classes, **kw), 'seed_cnn14'),
+    'cnn14_attn': (lambda num_classes, **kw: SeedCnn14(num_classes, attention=True, **kw),
+                   'seed_cnn14_attn'),
+    'cnn14_panns': (lambda num_classes, **kw: PannsCnn14(num_classes, **kw), 'panns_cnn14'),
     'cnnx': (lambda num_classes: SeedCnnX(num_classes), 'seed_cnnx'),
     'cnn_lstm': (lambda num_classes: SeedCnnLstm(num_classes), 'seed_cnn_lstm'),
 }
 
 
-def torch_reference(name, num_classes=8):
+def torch_reference(name, num_classes=8, **kwargs):
   """The predecessor-layout (or PANNs) torch module for a registry name."""
-  return REFERENCES[name][0](num_classes)
+  return REFERENCES[name][0](num_classes, **kwargs)
 
 
 def convert_source(name):

@@ -17,7 +17,7 @@
 Layer names mirror the PyTorch keys: `conv_block{1..6}/{conv1,bn1,conv2,bn2}`, `fc_layer`,
 `classifier`, `attention/{dense,u}`; PANNs: `bn0`, `conv_block*`, `fc1`, `fc_audioset`.
 """
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -60,6 +60,7 @@ class CNN14(nn.Module):
   num_classes: int = 8
   head: str = 'gap'
   dropout_rate: float = 0.1
+  widths: Sequence[int] = WIDTHS  # block widths; smaller ones only for tests and smoke runs
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
 
@@ -68,14 +69,14 @@ class CNN14(nn.Module):
     if self.head not in ('gap', 'attention'):
       raise ValueError(f"CNN14: head must be 'gap' or 'attention', got {self.head!r}")
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
-    for i, width in enumerate(WIDTHS, start=1):
+    for i, width in enumerate(self.widths, start=1):
       x = ConvBlock(width, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                     name=f'conv_block{i}')(x, train)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     # x: (batch, mel / 64, time / 64, 2048)
     if self.head == 'attention':
       if mask is not None:
-        mask = attention_lib.time_mask(mask, x.shape[2], stride=2 ** len(WIDTHS))
+        mask = attention_lib.time_mask(mask, x.shape[2], stride=2 ** len(self.widths))
       x = attention_lib.UAttention(dtype=self.dtype, name='attention')(x, mask=mask)
     else:
       x = x.mean(axis=(1, 2))
@@ -93,6 +94,7 @@ class CNN14PANNs(nn.Module):
   num_classes: int = 527
   dropout_rate: float = 0.2  # after each block
   head_dropout_rate: float = 0.5  # before fc1
+  widths: Sequence[int] = WIDTHS  # block widths; smaller ones only for tests and smoke runs
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
 
@@ -106,8 +108,8 @@ class CNN14PANNs(nn.Module):
     # bn0: one BatchNorm feature per mel bin.
     x = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name, name='bn0')(
         x.reshape(batch, steps, mels), use_running_average=not train)[..., None]
-    for i, width in enumerate(WIDTHS, start=1):
-      pool = (2, 2) if i < len(WIDTHS) else (1, 1)
+    for i, width in enumerate(self.widths, start=1):
+      pool = (2, 2) if i < len(self.widths) else (1, 1)
       x = ConvBlock(width, pool=pool, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
                     name=f'conv_block{i}')(x, train)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
@@ -115,14 +117,14 @@ class CNN14PANNs(nn.Module):
     if mask is None:
       x = x.max(axis=1) + x.mean(axis=1)
     else:
-      valid = attention_lib.time_mask(mask, x.shape[1], stride=2 ** (len(WIDTHS) - 1))
+      valid = attention_lib.time_mask(mask, x.shape[1], stride=2 ** (len(self.widths) - 1))
       valid = valid[..., None]  # (batch, time / 32, 1)
       peak = jnp.where(valid, x, -jnp.inf).max(axis=1)
       peak = jnp.where(jnp.isfinite(peak), peak, 0)  # all-masked rows pool to 0
       count = jnp.maximum(valid.sum(axis=1), 1).astype(x.dtype)
       x = peak + jnp.where(valid, x, 0).sum(axis=1) / count
     x = nn.Dropout(self.head_dropout_rate, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(2048, dtype=self.dtype, name='fc1')(x))
+    x = nn.relu(nn.Dense(self.widths[-1], dtype=self.dtype, name='fc1')(x))
     # As in PANNs, the output layer reads fc1's activations before their dropout (PANNs
     # only applies that dropout to the returned embedding).
     return nn.Dense(self.num_classes, dtype=self.dtype, name='fc_audioset')(x)
