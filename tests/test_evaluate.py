@@ -1,0 +1,256 @@
+"""Tests of launch/evaluate.py: re-evaluating training checkpoints and imported weights.
+
+A tiny BatchNorm CNN (patched into `ser_jax.train.get_model`, as tests/test_train.py does) is
+trained once per session on in-memory synthetic clips, so restoring `params` and
+`batch_stats` is exercised without compiling a big model. The command-line test uses the
+real CNN-X (`configs/cnnx.py:tiny`) with imported weights on the `synthetic_data_dir` TFDS
+dataset. tests/test_predict.py reuses the trained run from here.
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+from ser_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import pretrained  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TINY = 'tiny_eval_net'
+NUM_CLASSES = 4
+
+
+def load_launch(name):
+  """launch/<name>.py as a module (evaluate under the name predict.py also uses)."""
+  mod_name = {'evaluate': 'ser_jax_launch_evaluate'}.get(name, f'ser_jax_launch_{name}')
+  if mod_name in sys.modules:
+    return sys.modules[mod_name]
+  spec = importlib.util.spec_from_file_location(mod_name, ROOT / 'launch' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[mod_name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+evaluate = load_launch('evaluate')
+
+
+class TinyBNNet(nn.Module):
+  """conv -> BatchNorm -> ReLU -> mean over time -> dense: cheap, with batch_stats."""
+  num_classes: int = NUM_CLASSES
+  dtype: object = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=False, mask=None):  # pylint: disable=redefined-outer-name
+    del mask
+    x = nn.Conv(4, (3, 3), strides=2, name='conv')(x)  # (B, mel/2, time/2, 4)
+    x = nn.BatchNorm(use_running_average=not train, name='bn')(x)
+    x = nn.relu(x).mean(axis=2)  # (B, mel/2, 4)
+    return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+def tiny_get_model(name, **kwargs):
+  if name == TINY:
+    return TinyBNNet(num_classes=kwargs['num_classes'])
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
+  return models.get_model(name, **kwargs)
+
+
+def synthetic_examples(actors=(1, 2, 3), clips_per_actor=6, seed=0):
+  """128-mel clips of varying length whose class is a bright mel band."""
+  rng = np.random.RandomState(seed)
+  items = []
+  for actor in actors:
+    for j in range(clips_per_actor):
+      label = (j + actor) % NUM_CLASSES
+      image = rng.randn(128, 40 + 7 * j).astype(np.float32) - 40.0
+      image[32 * label:32 * label + 32] += 8.0
+      items.append({'log_mel': image, 'emotion': label, 'actor': actor,
+                    'file_name': f'{actor:02d}-{j}.wav'})
+  return input_pipeline.read_source(items, dataset_name='synthetic')
+
+
+def tiny_config():
+  c = _load_config_module('default').get_config('tiny')
+  c.model.name = TINY
+  c.model.num_classes = NUM_CLASSES
+  c.data.input_shape = (16, 16)
+  c.folds.test_actors = (3,)
+  c.batch_size = 4
+  c.eval_batch_size = 4
+  c.num_epochs = 2
+  c.optimizer.learning_rate = 3e-2
+  return c
+
+
+def _load_config_module(name):
+  spec = importlib.util.spec_from_file_location(f'cfg_{name}', ROOT / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_CACHE = {}
+
+
+def trained_run(tmp_path_factory):
+  """(workdir, config, examples) of one tiny training run, shared by the session."""
+  if 'run' not in _CACHE:
+    workdir = tmp_path_factory.mktemp('eval_run')
+    config, examples = tiny_config(), synthetic_examples()
+    real = train.get_model
+    train.get_model = tiny_get_model
+    try:
+      train.train_and_evaluate(config, workdir, examples=examples)
+    finally:
+      train.get_model = real
+    _CACHE['run'] = (workdir, config, examples)
+  return _CACHE['run']
+
+
+def cnnx_weights(tmp_path_factory):
+  """(weights dir, config) of an untrained CNN-X at the tiny input shape, imported format."""
+  if 'cnnx' not in _CACHE:
+    config = _load_config_module('cnnx').get_config('tiny')
+    # Random weights without compiling an init: the structure from a trace, values from numpy.
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(
+        lambda z: (0.05 * rng.standard_normal(z.shape)).astype(z.dtype),
+        evaluate.zero_variables(config))
+    out = tmp_path_factory.mktemp('cnnx_weights') / 'imported'
+    pretrained.save_imported(out, variables, {'model': 'cnnx', 'source': 'test-init'})
+    _CACHE['cnnx'] = (out, config)
+  return _CACHE['cnnx']
+
+
+@pytest.fixture
+def run(tmp_path_factory, monkeypatch):
+  monkeypatch.setattr(train, 'get_model', tiny_get_model)
+  return trained_run(tmp_path_factory)
+
+
+def test_reevaluation_matches_training_report(run, tmp_path):
+  workdir, _, examples = run
+  results = evaluate.run_evaluation(workdir=workdir, examples=examples,
+                                    output_dir=tmp_path)
+  assert len(results) == 1
+  m = results[0]
+  report = json.loads((workdir / 'fold_0' / 'report.json').read_text())
+  assert m['confusion'] == report['confusion']
+  for k in ('accuracy', 'precision', 'recall', 'f1'):
+    assert m[k] == pytest.approx(report[k], abs=1e-12)
+  assert m['test_actors'] == [3]
+  assert sum(map(sum, m['confusion'])) == m['num_examples'] == 6
+  out = pathlib.Path(m['report_dir'])
+  assert out.parent == tmp_path and out.name.startswith('fold_0_step_')
+  for name in ('report.json', 'report.md', 'confusion_matrix.png', 'curves.png'):
+    assert (out / name).stat().st_size > 0, name
+  text = evaluate.format_results(results, evaluate.load_config(None, workdir))
+  assert '| | Accuracy | Precision | Recall | F1-Score |' in text
+  assert f"{100 * m['accuracy']:.2f}%" in text
+
+
+def test_actor_sets_cover_every_clip_once(run, tmp_path):
+  workdir, _, examples = run
+  [m] = evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0],
+                                actors=(1, 3), output_dir=tmp_path)
+  assert m['num_examples'] == 12 and m['test_actors'] == [1, 3]
+  assert sum(m['per_class'][c]['support'] for c in range(NUM_CLASSES)) == 12
+  [m_all] = evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0],
+                                    actors='all', write=False)
+  assert m_all['num_examples'] == len(examples) == 18
+  assert sorted(os.listdir(tmp_path)) == ['fold_0_step_' + m['checkpoint'].rsplit('/', 1)[1]
+                                          + '_actors_1-3']
+
+
+def test_evaluate_errors(run, tmp_path):
+  workdir, config, examples = run
+  with pytest.raises(evaluate.EvaluationError, match=r'has no step 999; it has steps \['):
+    evaluate.run_evaluation(workdir=workdir, examples=examples, step=999, write=False)
+  with pytest.raises(evaluate.EvaluationError, match=r'no checkpoint for fold 5.*folds with '
+                     r'checkpoints.*\[0\]'):
+    evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[5], write=False)
+  other = config.copy_and_resolve_references()
+  other.data.input_shape = (16, 32)
+  with pytest.raises(evaluate.EvaluationError, match='holds model .* but the config asks'):
+    evaluate.run_evaluation(other, workdir=workdir, examples=examples, write=False)
+  with pytest.raises(evaluate.EvaluationError, match='outside 1..24'):
+    evaluate.run_evaluation(workdir=workdir, examples=examples, actors=(0, 3), write=False)
+  with pytest.raises(evaluate.EvaluationError, match='Empty data selection'):
+    evaluate.run_evaluation(workdir=workdir, examples=examples, actors=(20,), write=False)
+  with pytest.raises(evaluate.EvaluationError, match='config.json does not exist'):
+    evaluate.run_evaluation(workdir=tmp_path, examples=examples, write=False)
+  with pytest.raises(evaluate.EvaluationError, match='choose the data'):
+    evaluate.run_evaluation(config, weights=workdir, examples=examples, write=False)
+  with pytest.raises(evaluate.EvaluationError, match="--actors must be"):
+    evaluate.parse_actors('4,x')
+  assert evaluate.parse_actors(['9', '4', '4']) == (4, 9)
+
+
+def test_imported_weights_give_the_checkpoint_metrics(run, tmp_path):
+  workdir, config, examples = run
+  variables, meta, step = evaluate.restore_fold(workdir, 0)
+  assert meta['epoch'] == 2 and step > 0
+  assert set(variables) == {'params', 'batch_stats'} and variables['batch_stats']['bn']
+  weights = pretrained.save_imported(tmp_path / 'w', variables, {'model': TINY})
+  [from_weights] = evaluate.run_evaluation(config, weights=weights, examples=examples,
+                                           actors=(3,), output_dir=tmp_path / 'out')
+  [from_ckpt] = evaluate.run_evaluation(workdir=workdir, examples=examples, write=False)
+  assert from_weights['confusion'] == from_ckpt['confusion']
+  assert from_weights['eval_loss'] == pytest.approx(from_ckpt['eval_loss'], rel=1e-6)
+  assert (tmp_path / 'out' / 'actors_3' / 'report.md').exists()
+  # The same fold through --fold: the config's custom fold holds out actor 3.
+  [by_fold] = evaluate.run_evaluation(config, weights=weights, examples=examples, folds=[0],
+                                      write=False)
+  assert by_fold['test_actors'] == [3]
+
+  # Weights of another model: named in import_info, or caught by the strict merge.
+  other = config.copy_and_resolve_references()
+  other.model.name = 'cnnx'
+  with pytest.raises(evaluate.EvaluationError, match="imported for model 'tiny_eval_net'"):
+    evaluate.run_evaluation(other, weights=weights, examples=examples, actors='all',
+                            write=False)
+  five = config.copy_and_resolve_references()
+  five.model.num_classes = 5
+  with pytest.raises(evaluate.EvaluationError, match='does not fit model'):
+    evaluate.run_evaluation(five, weights=weights, examples=examples, actors='all',
+                            write=False)
+  with pytest.raises(evaluate.EvaluationError, match='do not exist'):
+    evaluate.run_evaluation(config, weights=tmp_path / 'nope', examples=examples,
+                            actors='all', write=False)
+
+
+@pytest.mark.slow
+def test_command_line_on_tfds_dataset(synthetic_data_dir, tmp_path_factory, tmp_path):
+  """launch/evaluate.py end to end: CNN-X weights on every clip of a built TFDS dataset."""
+  weights, _ = cnnx_weights(tmp_path_factory)
+  out = tmp_path / 'report'
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / 'launch' / 'evaluate.py'), '--config',
+       f'{ROOT / "configs" / "cnnx.py"}:tiny', f'--weights={weights}', '--actors=all',
+       f'--config.data.data_dir={synthetic_data_dir}', '--config.data.download=False',
+       f'--output_dir={out}', '--format=json'],
+      cwd=tmp_path, capture_output=True, text=True, timeout=600,
+      env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  [m] = json.loads(proc.stdout)
+  assert m['num_examples'] == 64 and sum(map(sum, m['confusion'])) == 64
+  assert m['test_actors'] == list(range(1, 9))
+  assert (out / 'actors_all' / 'confusion_matrix.png').stat().st_size > 0
+
+  bad = subprocess.run(
+      [sys.executable, str(ROOT / 'launch' / 'evaluate.py'), f'--workdir={tmp_path}/none'],
+      cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0
+  assert 'evaluate.py: error:' in bad.stderr and 'config.json does not exist' in bad.stderr
