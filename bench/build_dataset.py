@@ -11,7 +11,8 @@ Measures, on the same files in the same run (file cache warmed first):
 - our front end alone (`ser_jax.features`, one process);
 - the full TFDS build (`ravdess/<config>` into a temporary data_dir: decoding,
   log-mel in a process pool, serialising, writing array_record), with progress bars;
-and prints files/s for each and the ratio of the full build to the faster baseline.
+and prints files/s and CPU ms per file (this process plus its workers; fair on a
+busy machine) for each, and the ratio of the full build's files/s to each baseline's.
 """
 
 import os
@@ -53,9 +54,13 @@ def _ours_single_process(paths, frontend):
 
 
 def _timed(fn, *args):
-  t = time.perf_counter()
+  """(wall seconds, CPU seconds of this process and its reaped children)."""
+  t, c = time.perf_counter(), os.times()
   fn(*args)
-  return time.perf_counter() - t
+  d = os.times()
+  cpu = (d.user + d.system + d.children_user + d.children_system
+         - c.user - c.system - c.children_user - c.children_system)
+  return time.perf_counter() - t, cpu
 
 
 def main(argv):
@@ -110,12 +115,15 @@ def main(argv):
     if built != n:
       raise SystemExit(f"built {built} examples from {n} files")
 
-  print(f"\n{n} files, {os.cpu_count()} CPUs, config {_CONFIG.value}")
-  for name, seconds in results.items():
-    print(f"  {name:58s} {n / seconds:8.1f} files/s  ({seconds:6.1f} s)")
-  baseline = max(n / results[k] for k in results if k.startswith("predecessor"))
-  print(f"  ratio full build / faster predecessor loop: "
-        f"{n / results[label] / baseline:.2f}x")
+  print(f"\n{n} files, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}, config {_CONFIG.value}")
+  for name, (wall, cpu) in results.items():
+    print(f"  {name:58s} {n / wall:7.1f} files/s  ({wall:6.1f} s wall, "
+          f"{1000 * cpu / n:5.1f} ms CPU/file)")
+  walls = {k: v[0] for k, v in results.items()}
+  for k in walls:
+    if k.startswith("predecessor"):
+      print(f"  ratio full build / {k}: {walls[k] / walls[label]:.2f}x")
 
 
 if __name__ == "__main__":

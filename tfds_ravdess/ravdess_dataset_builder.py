@@ -175,6 +175,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     workers = self._num_workers
     workers = min(_num_workers() if workers is None else workers, len(sources))
     pool = None
+    features_lib.warm_up(frontend)  # forked workers inherit the filterbank
     if workers > 1:
       # fork where available: no re-import of the caller's __main__; the workers only
       # run numpy/soundfile code.
