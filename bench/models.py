@@ -1,0 +1,170 @@
+r"""Per-model size, FLOPs and CPU training speed: Flax vs the PyTorch reference.
+
+  python bench/models.py                                # every registered model
+  python bench/models.py --models=cnnx,cnn_lstm --steps=5
+
+For each model in `ser_jax.models.MODELS` prints:
+- params: trainable parameters of the Flax model (equal to the PyTorch reference's; the
+  parity tests check it);
+- GFLOPs/ex: forward FLOPs per example at a (mel, time) = 128 x 256 input, from XLA's cost
+  analysis of the compiled eval-mode forward at batch 1;
+- train-step examples/s of the Flax model (jitted step: train-mode forward, softmax
+  cross-entropy, backward, Adam lr 1e-4, BatchNorm statistics update) and of the same
+  PyTorch reference module from tests/torch_reference*.py (eager, CPU, Adam lr 1e-4), at the
+  same batch (default 32), and their ratio (> 1: Flax is faster).
+The two frameworks' steps alternate (one Flax step, one PyTorch step, ...) after a warm-up
+step each (which includes XLA's compile), and the *median* step time of each is reported,
+so background load on a shared machine hits both alike. Inputs are random: speed does not
+depend on values.
+"""
+import argparse
+import functools
+import pathlib
+import statistics
+import sys
+import time
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+for _p in (_ROOT, _ROOT / 'tests'):
+  if str(_p) not in sys.path:
+    sys.path.insert(0, str(_p))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
+import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from ser_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NUM_CLASSES = 8
+# Extra torch-reference arguments where the default does not fit a 128-mel input.
+TORCH_KWARGS = {'cnn14_panns': {'mel_bins': 128}}
+
+
+def _reference_modules():
+  """Registry name -> the tests/torch_reference*.py module that defines its reference."""
+  found = {}
+  for path in sorted((_ROOT / 'tests').glob('torch_reference*.py')):
+    module = __import__(path.stem)
+    for name in getattr(module, 'REFERENCES', {}):
+      found[name] = module
+  return found
+
+
+def forward_flops(model, variables, shape):
+  """XLA's FLOP estimate of the compiled eval-mode forward at batch 1."""
+  forward = jax.jit(functools.partial(model.apply, train=False))
+  cost = forward.lower(variables, jnp.zeros((1, *shape, 1))).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax returned one dict per program
+    cost = cost[0]
+  return float(cost['flops'])
+
+
+def flax_step_fn(model, learning_rate):
+  """(state, x, y, key) -> state: one jitted Adam step, the work of a training step."""
+  tx = optax.adam(learning_rate)
+
+  def loss_fn(params, batch_stats, x, y, key):
+    variables = {'params': params}
+    if batch_stats is not None:
+      variables['batch_stats'] = batch_stats
+    logits, updates = model.apply(variables, x, train=True, rngs={'dropout': key},
+                                  mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), y).mean()
+    return loss, updates.get('batch_stats')
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def step(state, x, y, key):
+    params, batch_stats, opt_state = state
+    grads, batch_stats = jax.grad(loss_fn, has_aux=True)(params, batch_stats, x, y, key)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state
+
+  return tx, step
+
+
+def bench_model(name, refs, args):
+  """Returns a dict of the figures for one registry name."""
+  shape = (args.mels, args.frames)
+  model = models.get_model(name, num_classes=NUM_CLASSES)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(args.batch_size, *shape, 1)).astype(np.float32)
+  y = rng.integers(0, NUM_CLASSES, size=args.batch_size)
+
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.PRNGKey(0), jnp.zeros((1, *shape, 1)))
+  params = variables['params']
+  n_params = sum(int(a.size) for a in jax.tree_util.tree_leaves(params))
+  flops = forward_flops(model, variables, shape)
+
+  tx, step = flax_step_fn(model, 1e-4)
+  state = (params, variables.get('batch_stats'), tx.init(params))
+  xj, yj = jax.device_put(jnp.asarray(x)), jax.device_put(jnp.asarray(y))
+  key = jax.random.PRNGKey(1)
+
+  ref = refs[name].torch_reference(name, NUM_CLASSES, **TORCH_KWARGS.get(name, {}))
+  ref.train()
+  opt = torch.optim.Adam(ref.parameters(), lr=1e-4)
+  xt = refs[name].to_torch_input(name, x)
+  yt = torch.from_numpy(y)
+  n_torch = sum(p.numel() for p in ref.parameters())
+
+  def flax_step():
+    nonlocal state
+    state = step(state, xj, yj, key)
+    jax.block_until_ready(state)
+
+  def torch_step():
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(ref(xt), yt).backward()
+    opt.step()
+
+  times = {'flax': [], 'torch': []}
+  for i in range(args.steps + 1):  # step 0 warms up (XLA compile, torch allocator)
+    for which, fn in (('flax', flax_step), ('torch', torch_step)):
+      t0 = time.perf_counter()
+      fn()
+      if i:
+        times[which].append(time.perf_counter() - t0)
+  flax_eps = args.batch_size / statistics.median(times['flax'])
+  torch_eps = args.batch_size / statistics.median(times['torch'])
+  return dict(name=name, params=n_params, torch_params=n_torch, gflops=flops / 1e9,
+              flax=flax_eps, torch=torch_eps, ratio=flax_eps / torch_eps)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--models', default='', help='comma-separated registry names (default: all)')
+  parser.add_argument('--steps', type=int, default=5, help='timed steps per framework')
+  parser.add_argument('--batch_size', type=int, default=32)
+  parser.add_argument('--mels', type=int, default=128)
+  parser.add_argument('--frames', type=int, default=256)
+  args = parser.parse_args(argv)
+
+  refs = _reference_modules()
+  names = [n for n in args.models.split(',') if n] or list(models.MODELS)
+  unknown = [n for n in names if n not in models.MODELS]
+  if unknown:
+    parser.error(f'unknown models {unknown}; registered: {sorted(models.MODELS)}')
+  missing = [n for n in names if n not in refs]
+  if missing:
+    parser.error(f'no PyTorch reference in tests/torch_reference*.py for {missing}')
+
+  print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} '
+        f'({torch.get_num_threads()} threads); batch {args.batch_size}, input '
+        f'{args.mels} x {args.frames}, median of {args.steps} steps each')
+  header = (f'{"model":<14}{"params":>13}{"GFLOPs/ex":>11}{"flax ex/s":>11}'
+            f'{"torch ex/s":>12}{"flax/torch":>12}')
+  print(header)
+  for name in names:
+    r = bench_model(name, refs, args)
+    note = '' if r['params'] == r['torch_params'] else f'  (torch params {r["torch_params"]:,})'
+    print(f'{r["name"]:<14}{r["params"]:>13,}{r["gflops"]:>11.2f}{r["flax"]:>11.1f}'
+          f'{r["torch"]:>12.1f}{r["ratio"]:>12.2f}{note}', flush=True)
+
+
+if __name__ == '__main__':
+  main()
