@@ -100,8 +100,7 @@ def test_dont_load_patterns_match_only_new_parts(name):
 def test_model_registered_and_accepts_input_shape(name, variant):
   from ser_jax import models  # pylint: disable=g-import-not-at-top
   c = _load(name).get_config(variant or None)
-  if c.model.name not in models.MODELS:
-    pytest.skip(f'model {c.model.name!r} not registered yet (registered: {sorted(models.MODELS)})')
+  assert c.model.name in models.MODELS, (c.model.name, sorted(models.MODELS))
   model = models.get_model(c.model.name, num_classes=c.model.num_classes,
                            dtype=c.model.dtype, **c.model.kwargs)
   x = jax.ShapeDtypeStruct((2, *c.data.input_shape, 1), jnp.float32)
@@ -128,3 +127,27 @@ def test_config_flags_load_by_path_from_any_cwd(tmp_path):
        '--config.num_epochs=3'], cwd=tmp_path, env=env, capture_output=True, text=True,
       check=True).stdout
   assert out.split() == ['resnet18', '3', '(64,', '64)']
+
+
+@pytest.mark.parametrize('name,new_parts', [
+    ('vgg19_attn', {'stem', 'attention', 'classifier'}),
+    ('alexnet_attn', {'stem', 'attention', 'classifier'}),
+    ('resnet18', {'conv1', 'fc', 'classifier'}),
+])
+def test_dont_load_selects_exactly_the_new_modules(name, new_parts):
+  """On the real variable tree, dont_load keeps exactly the parts ImageNet has no weights for."""
+  import re  # pylint: disable=g-import-not-at-top
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
+  from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
+  c = _load(name).get_config('tiny')
+  model = models.get_model(c.model.name, num_classes=8)
+  x = jax.ShapeDtypeStruct((1, *c.data.input_shape, 1), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  paths = list(pretrained.flatten(variables))
+  kept = {p.split('/')[1] for p in paths if any(re.search(d, p) for d in c.init.dont_load)}
+  assert kept == new_parts
+  # Everything else (the pretrained trunk) is loaded, BatchNorm statistics included
+  # (AlexNet has no BatchNorm).
+  if name != 'alexnet_attn':
+    assert any(p.startswith('batch_stats/') and p.split('/')[1] not in new_parts
+               for p in paths)
