@@ -48,3 +48,21 @@ def test_dummy_data_is_small():
   files = sorted(DUMMY_DATA.rglob("*.wav"))
   assert len(files) == 8
   assert sum(f.stat().st_size for f in files) < 1_000_000
+
+
+def test_build_cli_without_tensorflow(tmp_path):
+  """`python -m tfds_ravdess` runs TFDS's `build` command (the `tfds` CLI needs TF)."""
+  import os
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, TFDS_DISABLE_PROGRESS_BAR="1",
+             PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+  out = subprocess.run(
+      [sys.executable, "-m", "tfds_ravdess", "--config=song_seed48k",
+       f"--data_dir={tmp_path}", f"--manual_dir={DUMMY_DATA}"],
+      capture_output=True, text=True, env=env, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  ds = tfds.data_source("ravdess/song_seed48k", split="train", data_dir=tmp_path)
+  assert len(ds) == SPLITS["song"]
+  assert sorted((tmp_path / "ravdess" / "song_seed48k" / "1.0.0").glob("*.array_record*"))
