@@ -285,3 +285,30 @@ def test_ravdess_mini_integration(mini_data_dir, ravdess_mini):
     info = sources.parse_file_name(name)
     assert (int(ex["emotion"]), int(ex["actor"]), int(ex["intensity"])) == (
         info.emotion, info.actor, info.intensity)
+
+
+def test_download_path_with_local_server(tmp_path, monkeypatch):
+  """The no-manual-dir path: the archive is fetched by TFDS's download manager."""
+  import functools
+  import http.server
+  import threading
+  served = tmp_path / "served"
+  served.mkdir()
+  synthetic.write_synthetic_ravdess(tmp_path / "x", actors=[7, 8], emotions=[4],
+                                    seconds=0.1)
+  _zip_dir(tmp_path / "x", served / "Audio_Speech_Actors_01-24.zip")
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                              directory=str(served))
+  handler.log_message = lambda *a: None
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    url = f"http://127.0.0.1:{server.server_port}/Audio_Speech_Actors_01-24.zip"
+    monkeypatch.setitem(sources.URLS, "speech", url)
+    builder = tfds.builder(f"ravdess/{CONFIG}", data_dir=tmp_path / "tfds",
+                           num_workers=0)
+    builder.download_and_prepare()
+  finally:
+    server.shutdown()
+  names = sorted(ex["file_name"].decode() for ex in _read_all(tmp_path / "tfds"))
+  assert names == ["03-01-04-01-01-01-07.wav", "03-01-04-01-01-01-08.wav"]
