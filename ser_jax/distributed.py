@@ -156,19 +156,3 @@ def maybe_initialize(coordinator_address=None, num_processes=None, process_id=No
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return True
 
-
-def host_batch_slice(global_batch_size, process_index=None, process_count=None):
-  """Rows of a global batch that this host feeds: a `slice` into `[0, global_batch_size)`.
-
-  Host `p` of `n` takes rows `[p * b, (p + 1) * b)` with `b = global_batch_size // n`, so the
-  concatenation over hosts, in process order, is the global batch; each host then splits its
-  rows over its local devices, giving the same device -> rows layout as one process holding
-  every device.
-  """
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
-  if global_batch_size % process_count:
-    raise ValueError(f'batch_size={global_batch_size} is not divisible by the number of '
-                     f'processes ({process_count}); set config.batch_size to a multiple of it.')
-  per_host = global_batch_size // process_count
-  return slice(process_index * per_host, (process_index + 1) * per_host)
