@@ -529,7 +529,8 @@ def _compile(dont_load):
 
 
 def _shape(x):
-  return tuple(np.shape(x))
+  shape = getattr(x, 'shape', None)  # arrays and jax.ShapeDtypeStruct
+  return tuple(np.shape(x) if shape is None else shape)
 
 
 def merge_params(loaded, init, dont_load=()):
@@ -544,7 +545,8 @@ def merge_params(loaded, init, dont_load=()):
 
   Args:
     loaded: nested mapping, e.g. `{'params': ..., 'batch_stats': ...}` from `convert`.
-    init: nested mapping from `model.init` (leaves: arrays or anything with a shape).
+    init: nested mapping from `model.init` (leaves: arrays, or `jax.ShapeDtypeStruct`s from
+      `jax.eval_shape` when `dont_load` matches none of them).
     dont_load: regexes of paths meant to differ.
 
   Returns:
@@ -577,7 +579,7 @@ def merge_params(loaded, init, dont_load=()):
     else:
       dtype = getattr(init_leaf, 'dtype', None)
       dtype = np.asarray(init_leaf).dtype if dtype is None else dtype
-      merged[path] = np.asarray(flat_loaded[path]).astype(dtype)
+      merged[path] = np.asarray(flat_loaded[path]).astype(dtype, copy=False)
   unexpected = [f'{path}: {_shape(leaf)}' for path, leaf in flat_loaded.items()
                 if path not in flat_init and not skip(path)]
 
@@ -725,15 +727,22 @@ def init_input_shape(model_name):
   return (64, 128) if 'panns' in model_name else (128, 256)
 
 
-def init_model(model_name, *, num_classes, seed=0, input_shape=None, **model_kwargs):
-  """Builds `model_name` and returns (model, freshly initialised variables)."""
+def init_model(model_name, *, num_classes, seed=0, input_shape=None, abstract=False,
+               **model_kwargs):
+  """Builds `model_name` and returns (model, freshly initialised variables).
+
+  With `abstract=True` the variables are `jax.ShapeDtypeStruct`s (no compilation, no
+  memory): enough for a merge in which every leaf comes from the checkpoint.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from ser_jax import models  # pylint: disable=g-import-not-at-top
   model = models.get_model(model_name, num_classes=num_classes, **model_kwargs)
   mel, time = input_shape or init_input_shape(model_name)
   x = jnp.zeros((1, mel, time, 1), jnp.float32)  # (batch, mel, time, channels)
-  variables = jax.jit(lambda rng: model.init(rng, x, train=False))(jax.random.PRNGKey(seed))
+  init = lambda rng: model.init(rng, x, train=False)
+  rng = jax.random.PRNGKey(seed)
+  variables = jax.eval_shape(init, rng) if abstract else jax.jit(init)(rng)
   return model, dict(variables)
 
 
@@ -869,8 +878,10 @@ def import_checkpoint(path, source, model_name, *, num_classes, dont_load=(), fr
                       input_shape=None, seed=0, model_kwargs=None):
   """A `.pth` -> converted -> strictly merged into a fresh `model_name`; returns variables.
 
-  Leaves matched by `dont_load` keep their fresh initialisation (from `seed`).
+  Leaves matched by `dont_load` keep their fresh initialisation (from `seed`); without
+  `dont_load` the model is only traced for its shapes, never run.
   """
   _, init = init_model(model_name, num_classes=num_classes, seed=seed,
-                       input_shape=input_shape, **(model_kwargs or {}))
+                       input_shape=input_shape, abstract=not dont_load,
+                       **(model_kwargs or {}))
   return load_pretrained(path, init, source=source, dont_load=dont_load, frontend=frontend)

@@ -38,8 +38,11 @@ _CHECK_NO_TORCH = textwrap.dedent('''
     ''')
 
 
-def run_without_torch(code, *args, timeout=600):
-  """Runs `code` in a fresh Python where torch cannot be imported; returns its stdout."""
+def run_without_torch(code, *args, timeout=600, check=True):
+  """Runs `code` in a fresh Python where torch cannot be imported.
+
+  Returns its stdout, or with `check=False` the CompletedProcess (any exit status).
+  """
   env = dict(os.environ)
   env['PYTHONPATH'] = os.pathsep.join([str(REPO_ROOT), env.get('PYTHONPATH', '')])
   env.setdefault('JAX_PLATFORMS', 'cpu')
@@ -47,6 +50,8 @@ def run_without_torch(code, *args, timeout=600):
   proc = subprocess.run([sys.executable, '-c', script, *map(str, args)], cwd=REPO_ROOT,
                         env=env, capture_output=True, text=True, timeout=timeout,
                         check=False)
+  if not check:
+    return proc
   if proc.returncode:
     raise AssertionError(f'torch-free subprocess failed:\n{proc.stdout}\n{proc.stderr}')
   return proc.stdout
