@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -230,6 +231,28 @@ def test_imported_weights_give_the_checkpoint_metrics(run, tmp_path):
     evaluate.run_evaluation(config, weights=tmp_path / 'nope', examples=examples,
                             actors='all', write=False)
 
+
+
+def test_several_folds_write_a_summary(run, tmp_path):
+  """A workdir with two fold checkpoints: each fold on its own actors, then mean +- std."""
+  workdir, _, examples = run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  shutil.copytree(copy / 'fold_0', copy / 'fold_1')
+  # Leave-one-actor-out: fold 0 holds out actor 1, fold 1 actor 2.
+  config = json.loads((copy / 'config.json').read_text())
+  config['folds'].update(scheme='loao', test_actors=[])
+  (copy / 'config.json').write_text(json.dumps(config))
+  results = evaluate.run_evaluation(workdir=copy, examples=examples)
+  assert [(m['fold'], m['test_actors'], m['num_examples']) for m in results] == [
+      (0, [1], 6), (1, [2], 6)]
+  summary = json.loads((copy / 'evaluate' / 'results.json').read_text())['summary']
+  assert summary['num_folds'] == 2
+  assert summary['mean']['accuracy'] == pytest.approx(
+      (results[0]['accuracy'] + results[1]['accuracy']) / 2)
+  assert '**mean +- std**' in (copy / 'evaluate' / 'results.md').read_text()
+  with pytest.raises(evaluate.EvaluationError, match='--actors applies to one checkpoint'):
+    evaluate.run_evaluation(workdir=copy, examples=examples, actors=(1,), write=False)
 
 @pytest.mark.slow
 def test_command_line_on_tfds_dataset(synthetic_data_dir, tmp_path_factory, tmp_path):
