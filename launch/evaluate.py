@@ -182,6 +182,11 @@ def load_weights(config, weights: str | os.PathLike) -> dict:
       raise EvaluationError(f'{path} holds weights imported for model {recorded!r}, but the '
                             f'config asks for {config.model.name!r} (pass the matching '
                             '--config=configs/<model>.py)')
+    if info.get('fresh'):
+      # A new head or stem imported untrained: its predictions are not meaningful yet.
+      log.warning('%s: %d variables were freshly initialised at import, not trained (%s); '
+                  'fine-tune before trusting these metrics', path, len(info['fresh']),
+                  ', '.join(info['fresh'][:6]) + (' ...' if len(info['fresh']) > 6 else ''))
   init = zero_variables(config)
   try:
     merged = pretrained.load_pretrained(path, init, source=config.init.get('source', ''),
