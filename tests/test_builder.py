@@ -1,7 +1,7 @@
 """Tests for the `ravdess` TFDS builder: contents, sources, and bad input handling."""
 import logging
-import os
 import pathlib
+import sys
 import zipfile
 
 import numpy as np
@@ -312,3 +312,15 @@ def test_download_path_with_local_server(tmp_path, monkeypatch):
     server.shutdown()
   names = sorted(ex["file_name"].decode() for ex in _read_all(tmp_path / "tfds"))
   assert names == ["03-01-04-01-01-01-07.wav", "03-01-04-01-01-01-08.wav"]
+
+
+def test_pool_uses_spawn_once_jax_is_loaded(tmp_path, monkeypatch):
+  from tfds_ravdess import ravdess_dataset_builder as rdb
+  monkeypatch.delitem(sys.modules, "jax", raising=False)
+  assert rdb._start_method() == "fork"  # pylint: disable=protected-access
+  monkeypatch.setitem(sys.modules, "jax", sys)  # any module object will do
+  assert rdb._start_method() == "spawn"  # pylint: disable=protected-access
+  wavs = tmp_path / "wavs"
+  synthetic.write_synthetic_ravdess(wavs, actors=[1, 2], emotions=[2], seconds=0.1)
+  synthetic.build_ravdess(wavs, tmp_path / "tfds", num_workers=2)  # spawned workers
+  assert len(_read_all(tmp_path / "tfds")) == 2

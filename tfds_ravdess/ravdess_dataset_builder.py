@@ -11,6 +11,10 @@ TensorFlow:
   builder.download_and_prepare()  # or: RAVDESS_DIR=/path/to/zips_or_Actor_dirs
   ds = tfds.data_source('ravdess/speech_seed48k', split='train', data_dir=...)
 
+From the command line (TFDS's `build` command; the `tfds` entry point itself needs
+TensorFlow in TFDS 4.9.10): `python -m tfds_ravdess --config=speech_seed48k
+--data_dir=DIR [--manual_dir=RAVDESS_DIR]` (no --config: all 9 configs).
+
 Where the audio comes from, first match wins:
 1. `download_config.manual_dir`, when given explicitly;
 2. the directory in the `RAVDESS_DIR` environment variable;
@@ -27,6 +31,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import sys
 
 from etils import epath
 import numpy as np
@@ -177,11 +182,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     pool = None
     features_lib.warm_up(frontend)  # forked workers inherit the filterbank
     if workers > 1:
-      # fork where available: no re-import of the caller's __main__; the workers only
-      # run numpy/soundfile code.
-      methods = multiprocessing.get_all_start_methods()
-      ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-      pool = ctx.Pool(workers)
+      pool = multiprocessing.get_context(_start_method()).Pool(workers)
       results = pool.imap(_extract_star, args, chunksize=4)  # keeps file order
     else:
       results = map(_extract_star, args)
@@ -209,6 +210,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       if pool is not None:
         pool.terminate()
         pool.join()
+
+
+def _start_method() -> str:
+  """'fork' (fast; workers inherit the filterbank) unless JAX is loaded or fork is
+  unavailable: forking a process whose JAX runtime has threads can deadlock, so then
+  'spawn' (slower start: each worker imports librosa; scripts need a __main__ guard).
+  """
+  if "jax" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+    return "spawn"
+  return "fork"
 
 
 def _extract_star(args):
