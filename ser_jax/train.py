@@ -377,7 +377,8 @@ def evaluate(runner: Runner, state, examples, config) -> dict[str, Any]:
       raise AssertionError('evaluation saw a clip twice')  # the pipeline guarantees once
     labels[idx] = examples.labels[idx]
     preds[idx] = np.argmax(logits[valid], -1)
-    probs[idx] = jax.nn.softmax(logits[valid], -1)
+    z = logits[valid] - logits[valid].max(-1, keepdims=True)
+    probs[idx] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax
     loss_sum += float(np.sum(losses[valid]))
     seen += int(valid.sum())
   if seen != len(examples) or np.any(labels < 0):
@@ -528,6 +529,9 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
       raise ValueError(f'{fold_dir}: checkpoint {latest} holds step {int(host_state.step)}')
     log.info('Fold %d: resuming from checkpoint step %d (epoch %d of %d)', fold_index,
              latest, start_epoch, num_epochs)
+    if start_epoch > num_epochs:
+      log.warning('Fold %d: the checkpoint is from epoch %d, past config.num_epochs=%d; '
+                  'evaluating it as it is', fold_index, start_epoch, num_epochs)
   state = runner.place_state(host_state)
   del host_state
 
