@@ -559,7 +559,9 @@ def merge_params(loaded, init, dont_load=()):
       leaves the model does not have, with their shapes.
   """
   patterns = _compile(dont_load)
-  flat_loaded, flat_init = flatten(loaded), flatten(init)
+  # 'params' first: errors then list weights before BatchNorm statistics.
+  params_first = lambda tree: {k: tree[k] for k in sorted(tree, key=lambda k: k != 'params')}
+  flat_loaded, flat_init = flatten(params_first(loaded)), flatten(params_first(init))
   used = set()
 
   def skip(path):

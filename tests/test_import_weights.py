@@ -101,10 +101,10 @@ def test_evaluate_predicts_like_pytorch(cnnx):
   config = _load(ROOT / 'configs' / 'cnnx.py', 'config_cnnx_import').get_config()
   config.eval_batch_size = 4
   rng = np.random.default_rng(3)
-  # Six clips of different lengths in dB (as the seed48k front end gives): evaluation
-  # resizes them to the configured (128, 256), as training's held-out set.
-  images = [rng.uniform(-80, 0, size=(128, n)).astype(np.float32)
-            for n in (240, 256, 300, 333, 400, 512)]
+  # Six clips of different lengths, levels and contrasts (so a random CNN-X does not give
+  # one class to all): evaluation resizes them to the configured (128, 256).
+  images = [(rng.normal(size=(128, n)) * rng.uniform(0.5, 20) + rng.uniform(-40, 10))
+            .astype(np.float32) for n in (240, 256, 300, 333, 400, 512)]
   examples = input_pipeline.Examples(images=images, labels=np.zeros(6, np.int32),
                                      actors=np.array([1, 1, 2, 2, 3, 3], np.int32),
                                      file_names=[f'clip{i}.wav' for i in range(6)])
