@@ -650,14 +650,15 @@ def check_panns_frontend(state_dict, frontend, path='checkpoint'):
 
   Args:
     state_dict: the torch state_dict (numpy arrays).
-    frontend: a `ser_jax.features` front-end name ('panns32k') or FrontEnd.
+    frontend: a `ser_jax.features` front-end name ('panns32k'), a data name
+      ('ravdess/speech_panns32k') or a FrontEnd.
 
   Raises:
     CheckpointError: naming the checkpoint's front end and the one requested.
   """
   from ser_jax import features  # pylint: disable=g-import-not-at-top
   if isinstance(frontend, str):
-    frontend = features.get_frontend(frontend)
+    frontend = features.get_frontend(frontend_name(frontend) or frontend)
   stft, melw = state_dict.get(_PANNS_STFT_KEY), state_dict.get(_PANNS_MEL_KEY)
   if stft is None and melw is None:
     logging.warning('%s has no PANNs front-end buffers (%s, %s): cannot check that it was '

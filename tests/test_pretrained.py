@@ -335,7 +335,7 @@ def test_panns_16k_checkpoint_with_32k_front_end(tmp_path):
   state32 = {k: v.numpy() for k, v in torch_reference_panns.frontend_buffers(32000).items()}
   pretrained.check_panns_frontend(state32, 'panns32k')
   with pytest.raises(pretrained.CheckpointError, match="features are 'seed48k'"):
-    pretrained.check_panns_frontend(state32, 'ravdess/speech_seed48k'.rsplit('_')[-1])
+    pretrained.check_panns_frontend(state32, 'ravdess/speech_seed48k')
   # A 32 kHz-shaped mel matrix with other band edges is caught by its values.
   state32['logmel_extractor.melW'] = state32['logmel_extractor.melW'][:, ::-1].copy()
   with pytest.raises(pretrained.CheckpointError, match='a front end ser_jax does not have'):
@@ -384,3 +384,42 @@ def test_init_from_pretrained_pth_and_imported_dir(tmp_path):
     np.testing.assert_array_equal(v, flat[k], err_msg=k)
   assert sorted(p.name for p in pathlib.Path(tmp_path).iterdir()) == ['cnn_lstm.pth',
                                                                        'imported']
+
+
+def test_cnn14_panns_config_fits_a_panns_checkpoint():
+  """configs/cnn14_panns.py: PANNs features, and a 527-class PANNs state_dict merges into
+  its 8-class model with only fc_audioset left fresh."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'cnn14_panns.py'
+  spec = importlib.util.spec_from_file_location('config_cnn14_panns', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  assert c.model.name == 'cnn14_panns' and c.model.num_classes == 8
+  assert c.data.name == 'ravdess/speech_panns32k'
+  frontend = features.FRONTENDS[pretrained.frontend_name(c.data.name)]
+  assert frontend.name == 'panns32k' and c.data.input_shape[0] == frontend.n_mels
+  assert c.data.crop_mode == 'crop_pad' and c.data.input_shape[1] % 32 == 0
+  assert c.init.source == 'panns_cnn14' and c.init.expect_pretrained
+  assert tuple(module.get_config('tiny').data.input_shape) == (64, 64)
+
+  # A PANNs state_dict with AudioSet's 527 classes and the real 32 kHz front-end buffers
+  # (weights are zeros: only names and shapes matter here; meta tensors allocate nothing).
+  with torch.device('meta'):
+    shapes = {k: tuple(v.shape) for k, v in
+              torch_reference_panns.PannsCnn14Full(32000, classes_num=527).state_dict().items()}
+  state = {k: np.zeros(s, np.int64 if k.endswith('num_batches_tracked') else np.float32)
+           for k, s in shapes.items()}
+  state.update({k: v.numpy() for k, v in
+                torch_reference_panns.frontend_buffers(32000).items()})
+  loaded = pretrained.convert_state_dict(state, c.init.source, frontend=c.data.name)
+  _, init = pretrained.init_model(c.model.name, num_classes=c.model.num_classes,
+                                  input_shape=tuple(c.data.input_shape), abstract=True)
+  merged = pretrained.flatten(pretrained.merge_params(loaded, init, c.init.dont_load))
+  fresh = sorted(k for k, v in merged.items() if isinstance(v, jax.ShapeDtypeStruct))
+  assert fresh == ['params/fc_audioset/bias', 'params/fc_audioset/kernel']
+  assert merged['params/fc_audioset/kernel'].shape == (2048, 8)
+  with pytest.raises(pretrained.CheckpointError,
+                     match=r'params/fc_audioset/kernel: checkpoint \(2048, 527\), model '
+                     r'\(2048, 8\)'):
+    pretrained.merge_params(loaded, init)
