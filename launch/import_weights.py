@@ -26,6 +26,7 @@ launch/evaluate.py and launch/predict.py.
 import datetime
 import hashlib
 import pathlib
+import re
 import sys
 
 from absl import app
@@ -118,7 +119,7 @@ def main(argv):
   except (pretrained.CheckpointError, ValueError) as e:
     sys.exit(f'import_weights: error: {e}')
   flat = pretrained.flatten(variables)
-  fresh = sorted(p for p in flat if any(pretrained.re.search(d, p)
+  fresh = sorted(p for p in flat if any(re.search(d, p)
                                         for d in settings['dont_load']))
   info = dict(settings, input_shape=list(settings['input_shape'] or
                                          pretrained.init_input_shape(settings['model'])),

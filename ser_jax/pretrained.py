@@ -588,7 +588,8 @@ def merge_params(loaded, init, dont_load=()):
   if mismatched or missing or unexpected:
     lines = [f'the checkpoint does not fit the model: {len(mismatched)} shape mismatches, '
              f'{len(missing)} model leaves missing from the checkpoint, {len(unexpected)} '
-             f'checkpoint leaves the model does not have (dont_load={list(p for p, _ in patterns)})']
+             f'checkpoint leaves the model does not have '
+             f'(dont_load={[p for p, _ in patterns]})']
     for title, items in (('shape mismatches', mismatched),
                          ('in the model, not in the checkpoint', missing),
                          ('in the checkpoint, not in the model', unexpected)):

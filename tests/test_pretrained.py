@@ -20,7 +20,6 @@ import jax  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
 from ser_jax import features  # pylint: disable=g-import-not-at-top
-from ser_jax import models  # pylint: disable=g-import-not-at-top
 from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
 from test_pth_reader import run_without_torch  # pylint: disable=g-import-not-at-top
 import torch_reference  # pylint: disable=g-import-not-at-top
