@@ -93,3 +93,14 @@ def test_load_audio_undecodable(tmp_path):
   path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
   with pytest.raises(features.AudioDecodeError, match="broken.wav.*cannot decode"):
     features.load_audio(path, 48000)
+
+
+@pytest.mark.parametrize("name", ["seed48k", "panns32k", "panns16k"])
+def test_mel_filterbank_equals_librosa(name):
+  import librosa
+  fe = features.FRONTENDS[name]
+  want = librosa.filters.mel(sr=fe.sample_rate, n_fft=fe.n_fft, n_mels=fe.n_mels,
+                             fmin=fe.fmin, fmax=fe.fmax)
+  got = features.mel_filterbank(fe)
+  assert got.dtype == np.float32 and got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
