@@ -27,7 +27,7 @@ import functools
 import io
 import logging
 import os
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import scipy.fft
@@ -86,8 +86,14 @@ class AudioDecodeError(ValueError):
   """A file could not be decoded as audio."""
 
 
+class Decoded(NamedTuple):
+  waveform: np.ndarray  # float32 (samples,) mono at the requested rate
+  notes: list[str]  # conversions made (downmix, resampling), for the caller to log
+  duration: float  # seconds of audio in the file
+
+
 def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int,
-               name: str | None = None) -> tuple[np.ndarray, list[str]]:
+               name: str | None = None) -> Decoded:
   """Decodes audio to float32 mono at `sample_rate`.
 
   Args:
@@ -96,7 +102,7 @@ def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int,
     name: the name used in errors and notes (default: str(source)).
 
   Returns:
-    (waveform float32 (samples,), notes): notes describe each conversion made
+    Decoded(waveform, notes, duration): notes describe each conversion made
     (downmix, resampling), so a caller in another process can log them.
 
   Raises:
@@ -119,13 +125,13 @@ def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int,
     notes.append(f"{name}: resampled {sr} Hz to {sample_rate} Hz")
     # librosa.resample (not soxr directly) so lengths match librosa.load exactly.
     y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
-  return np.ascontiguousarray(y, dtype=np.float32), notes
+  return Decoded(np.ascontiguousarray(y, dtype=np.float32), notes, data.shape[0] / sr)
 
 
 def load_audio(path: str | os.PathLike | bytes, sample_rate: int) -> np.ndarray:
   """Loads a file as float32 mono `(samples,)` at `sample_rate` (downmix/resample logged)."""
   source = io.BytesIO(path) if isinstance(path, bytes) else path
-  y, notes = read_audio(source, sample_rate,
+  y, notes, _ = read_audio(source, sample_rate,
                         name="<bytes>" if isinstance(path, bytes) else str(path))
   for note in notes:
     log.info(note)

@@ -290,16 +290,11 @@ def extract(source: Source, frontend_name: str) -> tuple[Source, dict, list[str]
   Raises:
     RavdessInputError: the file does not decode.
   """
-  import soundfile as sf  # pylint: disable=g-import-not-at-top
   fe = features.get_frontend(frontend_name)
-  data = source.read_bytes()
+  # Zip members are decoded from memory; plain files by path.
+  audio = source.path if source.member is None else io.BytesIO(source.read_bytes())
   try:
-    with sf.SoundFile(io.BytesIO(data)) as f:
-      duration = f.frames / f.samplerate
-  except Exception as e:  # libsndfile raises several types for bad files.
-    raise RavdessInputError(f"{source.location}: cannot decode as audio ({e})") from e
-  try:
-    y, notes = features.read_audio(io.BytesIO(data), fe.sample_rate, source.location)
+    y, notes, duration = features.read_audio(audio, fe.sample_rate, source.location)
   except features.AudioDecodeError as e:
     raise RavdessInputError(str(e)) from e
   n = fe.n_fft // 2 + 1
