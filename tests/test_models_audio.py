@@ -144,6 +144,19 @@ def test_lstm_gate_order():
   np.testing.assert_allclose(np.asarray(stopped[1]), h_n[-1, 1].numpy(), atol=1e-5)
 
 
+def test_cnn_lstm_mask_equals_unpadded_clip():
+  """A clip padded at the end, with its mask, gives the logits of the unpadded clip."""
+  _, model, variables, x = _setup('cnn_lstm')  # 64 frames
+  real = np.array([50, 64, 64])
+  mask = np.arange(x.shape[2])[None, :] < real[:, None]
+  got = np.asarray(jax.jit(model.apply)(variables, x, mask=mask))
+  short = np.asarray(_eval_fn('cnn_lstm')(variables, x[:, :, :50]))
+  np.testing.assert_allclose(got[0], short[0], atol=1e-5)
+  np.testing.assert_allclose(got[1], np.asarray(_eval_fn('cnn_lstm')(variables, x))[1],
+                             atol=1e-5)
+  assert np.max(np.abs(got[0] - np.asarray(_eval_fn('cnn_lstm')(variables, x))[0])) > 1e-4
+
+
 def test_cnnx_flatten_is_chw():
   """CNN-X's first dense kernel rows are indexed c * (14 * 30) + h * 30 + w, as in torch."""
   _, _, variables, x = _setup('cnnx')

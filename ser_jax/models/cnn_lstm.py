@@ -85,8 +85,10 @@ class CNNLSTM(nn.Module):
   """1D CNN-LSTM. Input (batch, mel, time, 1); output logits (batch, num_classes).
 
   `mask` (batch, time), when given, makes the LSTM stop at the last conv step whose input
-  frames are all real (a frame-count rule: after the convs and pools, step j sees input
-  frames [4 j, 4 j + 14)); None runs over every step, as the predecessor did.
+  frames are all real, for clips padded at the end: after the convs and pools, step j sees
+  input frames [4 j, 4 j + 18), so a clip of R real frames runs (R - 18) // 4 + 1 steps,
+  exactly as many as the unpadded clip would. None runs over every step, as the
+  predecessor did.
   """
   num_classes: int = 8
   dtype: Dtype = jnp.float32
@@ -106,9 +108,9 @@ class CNNLSTM(nn.Module):
     # x: (batch, time', 256)
     lengths = None
     if mask is not None:
-      real = jnp.asarray(mask, bool).sum(axis=1)  # assumes real frames come first
-      # Step j of the map needs frames up to 4 j + 13: conv(3) -> pool(2) -> conv(3) ->
-      # pool(2) -> conv(3) gives a receptive field of 14 frames with stride 4.
-      lengths = jnp.clip((real - 14) // 4 + 1, 1, x.shape[1])
+      real = jnp.asarray(mask, bool).sum(axis=1)  # real frames come first
+      # conv(3) -> pool(2) -> conv(3) -> pool(2) -> conv(3): receptive field 18 frames,
+      # stride 4, so step j needs frames up to 4 j + 17.
+      lengths = jnp.clip((real - 18) // 4 + 1, 1, x.shape[1])
     h = LSTM(256, dtype=self.dtype, name='lstm')(x, lengths)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(h)
