@@ -228,9 +228,11 @@ def test_resample_and_downmix_logged(tmp_path, caplog):
 
 
 def test_offline_without_data_says_where_to_put_files(tmp_path, monkeypatch):
+  from tfds_ravdess import ravdess_dataset_builder as rdb
   def no_network(self, url_or_urls):
     raise ConnectionError("network is unreachable")
   monkeypatch.setattr(tfds.download.DownloadManager, "download", no_network)
+  monkeypatch.setattr(rdb, "_check_reachable", lambda url: None)
   builder = tfds.builder(f"ravdess/{CONFIG}", data_dir=tmp_path)
   with pytest.raises(sources.RavdessInputError) as e:
     builder.download_and_prepare()
@@ -238,6 +240,19 @@ def test_offline_without_data_says_where_to_put_files(tmp_path, monkeypatch):
   assert "Audio_Speech_Actors_01-24.zip" in msg and "RAVDESS_DIR" in msg
   assert "zenodo.org/records/1188976" in msg and "Actor_01/" in msg
   assert not builder.is_prepared()
+
+
+def test_unreachable_host_fails_fast(monkeypatch):
+  import socket
+  from tfds_ravdess import ravdess_dataset_builder as rdb
+  for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+              "ALL_PROXY"):
+    monkeypatch.delenv(var, raising=False)
+  with socket.socket() as s:  # a port nobody listens on
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  with pytest.raises(OSError):
+    rdb._check_reachable(f"http://127.0.0.1:{port}/x.zip", timeout=5)  # pylint: disable=protected-access
 
 
 def test_ravdess_dir_env(tmp_path, monkeypatch):

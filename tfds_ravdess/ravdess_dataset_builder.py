@@ -31,7 +31,9 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import socket
 import sys
+import urllib.parse
 
 from etils import epath
 import numpy as np
@@ -150,24 +152,27 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     subset = self.builder_config.subset
     root = self._source_dir(dl_manager)
     if root is None:
+      manual = getattr(dl_manager, "_manual_dir", None) or "<data_dir>/downloads/manual"
       wanted = ("speech", "song") if subset == "all" else (subset,)
       urls = {s: src_lib.URLS[s] for s in wanted}
       try:
+        for url in urls.values():
+          _check_reachable(url)
         paths = dl_manager.download(urls)  # shows a progress bar
       except Exception as e:  # network errors come in many types
         raise src_lib.RavdessInputError(
             f"Could not download {', '.join(urls.values())} ({type(e).__name__}: "
-            f"{e}). To build offline, set {ENV_DIR} to a directory holding the "
-            f"RAVDESS files or pass download_config=tfds.download.DownloadConfig("
-            f"manual_dir=...). "
+            f"{e}). To build offline, put the files in a directory and set "
+            f"{ENV_DIR} to it (or pass download_config=tfds.download."
+            f"DownloadConfig(manual_dir=...), or use {manual}). "
             + src_lib.placement_help(f"${ENV_DIR}", subset)) from e
       sources = []
       for s, path in sorted(paths.items()):
-        found, skipped = src_lib._zip_sources(os.fspath(path), s)  # pylint: disable=protected-access
+        found, skipped = src_lib.zip_sources(os.fspath(path), s)
         for where in skipped:
           log.warning("Skipping %s: not a RAVDESS file name", where)
         sources += found
-      sources = src_lib._drop_duplicates(sources)  # pylint: disable=protected-access
+      sources = src_lib.drop_duplicates(sources)
     else:
       log.info("Reading RAVDESS %s files from %s", subset, root)
       sources = src_lib.find_sources(root, subset)
@@ -210,6 +215,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       if pool is not None:
         pool.terminate()
         pool.join()
+
+
+def _check_reachable(url: str, timeout: float = 15.0) -> None:
+  """Raises OSError fast when `url`'s host can't be reached.
+
+  TFDS retries a failed download with back-off for minutes; offline, one quick
+  connection attempt gives the where-to-put-the-files error at once. Skipped when a
+  proxy is configured (the direct connection may be blocked while the proxy works).
+  """
+  if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY", "http_proxy",
+                                     "HTTP_PROXY", "all_proxy", "ALL_PROXY")):
+    return
+  parsed = urllib.parse.urlsplit(url)
+  port = parsed.port or (443 if parsed.scheme == "https" else 80)
+  with socket.create_connection((parsed.hostname, port), timeout=timeout):
+    pass
 
 
 def _start_method() -> str:

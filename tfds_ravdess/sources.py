@@ -162,7 +162,7 @@ def _wanted(info: ClipInfo, subset: str) -> bool:
   return subset == "all" or VOCAL_CHANNELS[info.vocal_channel] == subset
 
 
-def _zip_sources(zip_path: str, subset: str) -> tuple[list[Source], list[str]]:
+def zip_sources(zip_path: str, subset: str) -> tuple[list[Source], list[str]]:
   """Sources in one zip, plus the names of WAVs skipped for their name."""
   try:
     z = zipfile.ZipFile(zip_path)
@@ -225,7 +225,7 @@ def find_sources(root: str | os.PathLike, subset: str) -> list[Source]:
       path = os.path.join(dirpath, fname)
       low = fname.lower()
       if low.endswith(".zip"):
-        found, skip = _zip_sources(path, subset)
+        found, skip = zip_sources(path, subset)
         candidates += found
         skipped += skip
       elif low.endswith(".wav") and not fname.startswith("._"):
@@ -242,10 +242,10 @@ def find_sources(root: str | os.PathLike, subset: str) -> list[Source]:
   if not candidates:
     raise RavdessInputError(f"No RAVDESS {subset} WAV files found in {root}. "
                             + placement_help(root, subset))
-  return _drop_duplicates(candidates)
+  return drop_duplicates(candidates)
 
 
-def _drop_duplicates(candidates: list[Source]) -> list[Source]:
+def drop_duplicates(candidates: list[Source]) -> list[Source]:
   by_name: dict[str, list[Source]] = {}
   for s in candidates:
     by_name.setdefault(s.info.file_name, []).append(s)
