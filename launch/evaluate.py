@@ -192,7 +192,7 @@ def load_weights(config, weights: str | os.PathLike) -> dict:
     merged = pretrained.load_pretrained(path, init, source=config.init.get('source', ''),
                                         dont_load=(), frontend=config.data.name)
   except (pretrained.CheckpointError, ValueError, KeyError) as e:
-    raise EvaluationError(f'{path} does not fit model {config.model.name!r} '
+    raise EvaluationError(f'cannot load {path} into model {config.model.name!r} '
                           f'({config.model.num_classes} classes, input '
                           f'{tuple(config.data.input_shape)}): {e}') from e
   return {'params': merged['params'], 'batch_stats': merged.get('batch_stats') or {}}
@@ -326,15 +326,27 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
     raise EvaluationError(f'--actors applies to one checkpoint; pass --fold (folds '
                           f'available: {folds})')
 
+  # Cheap checks first (model name, weights, checkpoints, folds), then the data, which may
+  # have to be built.
+  from ser_jax import train  # pylint: disable=g-import-not-at-top
+  train.build_model(config)  # an unknown model name fails here
+  class_names = reports.class_names_for(int(config.model.num_classes),
+                                        _class_names(config))
+  weight_vars = load_weights(config, weights) if weights is not None else None
+  for fold in folds:
+    if weight_vars is None and not checkpoint_dir(workdir, fold).is_dir():
+      raise EvaluationError(f'no checkpoint for fold {fold}: {checkpoint_dir(workdir, fold)} '
+                            f'does not exist (folds with checkpoints in {workdir}: '
+                            f'{available_folds(workdir) or "none"})')
+    if actors is None:
+      fold_test_actors(config, fold)
+
   dataset_name = config.data.name
   if examples is None:
     examples = input_pipeline.load_all(config.data)
   else:
     dataset_name += ' (preloaded)'
   examples = input_pipeline.prepare_images(examples, config.data)
-  class_names = reports.class_names_for(int(config.model.num_classes),
-                                        _class_names(config))
-  weight_vars = load_weights(config, weights) if weights is not None else None
 
   results = []
   for fold in folds:
@@ -432,13 +444,15 @@ def main(argv):
       config = load_config(None, f.workdir)
       if f.data_dir:
         config.data.data_dir = f.data_dir
-    if f.batch_size:
+    if config is not None and f.batch_size:
       config.eval_batch_size = f.batch_size
     results = run_evaluation(
         config, workdir=f.workdir or None, folds=None if f.fold is None else [f.fold],
         step=f.step, weights=f.weights or None, actors=parse_actors(f.actors),
         output_dir=f.output_dir or None)
-  except EvaluationError as e:
+  # User-facing failures (missing data or checkpoint, unknown model, mismatched weights)
+  # as one line, not a traceback.
+  except (EvaluationError, FileNotFoundError, ValueError) as e:
     raise SystemExit(f'evaluate.py: error: {e}') from None
   if f.format == 'json':
     print(json.dumps(results, indent=2, default=str))

@@ -249,7 +249,9 @@ def main(argv):
     doc = run_prediction(argv[1:], config=config, workdir=f.workdir or None, fold=f.fold,
                          step=f.step, weights=f.weights or None, pattern=f.pattern,
                          skip_errors=f.skip_errors)
-  except PredictionError as e:
+  # User-facing failures (missing data or checkpoint, unknown model, mismatched weights)
+  # as one line, not a traceback.
+  except (PredictionError, FileNotFoundError, ValueError) as e:
     raise SystemExit(f'predict.py: error: {e}') from None
   if f.format == 'json':
     print(json.dumps(doc, indent=2))

@@ -224,7 +224,8 @@ def test_imported_weights_give_the_checkpoint_metrics(run, tmp_path):
                             write=False)
   five = config.copy_and_resolve_references()
   five.model.num_classes = 5
-  with pytest.raises(evaluate.EvaluationError, match='does not fit model'):
+  with pytest.raises(evaluate.EvaluationError,
+                     match=r"cannot load .* into model 'tiny_eval_net' \(5 classes.*does not fit"):
     evaluate.run_evaluation(five, weights=weights, examples=examples, actors='all',
                             write=False)
   with pytest.raises(evaluate.EvaluationError, match='do not exist'):
