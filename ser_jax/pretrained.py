@@ -9,13 +9,21 @@ Three layers, each usable on its own:
    pickle is read with a restricted unpickler: it resolves only the handful of globals a
    state_dict needs (tensor and parameter rebuild functions, storage and dtype names,
    `OrderedDict`), so a malicious file cannot run code. Any other global becomes an inert
-   placeholder, because real checkpoints carry harmless extras (PANNs stores its sampler
-   state next to the weights); a placeholder inside the weights themselves is an error.
+   placeholder, because real checkpoints carry harmless extras next to the weights
+   (training state, numpy objects); a placeholder inside the weights themselves is an
+   error.
 2. `merge_params(loaded, init, dont_load)`: a strict merge (in the spirit of big_vision's)
    of converted variables into freshly initialised ones.
 3. `init_from_pretrained(variables, init_config)`: what training calls when
    `config.init.pretrained` is set; accepts a `.pth`/`.pt` file (converted on the fly with
    `ser_jax.convert`) or a checkpoint written by `launch/import_weights.py`.
+   `import_checkpoint` (file -> merged variables of a named model) and `save_imported` /
+   `restore_imported` (the `variables/` + `import_info.json` directory) serve
+   launch/import_weights.py and launch/evaluate.py.
+
+A PANNs checkpoint also carries its front end's fixed STFT and mel buffers; they are
+compared with the features the model will see (`check_panns_frontend`), so the 16 kHz
+CNN14 cannot silently be fine-tuned on 32 kHz log-mels or the other way round.
 
 Only numpy is needed to read a file; JAX, Flax and Orbax are imported lazily by the parts
 that need them, and PyTorch never is.
@@ -75,7 +83,7 @@ _TORCH_DTYPES = {
 }
 
 # Wrapper dicts that hold the state_dict under one key, in the order they are tried:
-# PANNs (`{'model': ..., 'sampler': ..., 'iteration': ...}`), Lightning and most training
+# PANNs (`{'model': ..., 'iteration': ..., ...}`), Lightning and most training
 # scripts (`state_dict`, `model_state_dict`), and a few other common spellings.
 _WRAPPER_KEYS = ('model', 'state_dict', 'model_state_dict', 'model_state', 'net', 'weights')
 
@@ -696,6 +704,12 @@ def matching_sources(keys):
            for k in keys):
       hits.append(name)
   return hits
+
+
+def convert(state_dict, source):
+  """`ser_jax.convert.convert`, re-exported here where docs/architecture.md lists it."""
+  from ser_jax import convert as convert_lib  # pylint: disable=g-import-not-at-top
+  return convert_lib.convert(state_dict, source)
 
 
 def convert_state_dict(state_dict, source, *, frontend=None, path='checkpoint'):
