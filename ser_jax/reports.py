@@ -19,6 +19,7 @@ headless and does not disturb a notebook's backend.
 """
 
 from collections.abc import Mapping, Sequence
+import functools
 import io
 import json
 import math
@@ -281,6 +282,23 @@ def results_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:
   return '\n'.join(lines)
 
 
+def _protocol_line(config: Any) -> str:
+  """One line naming what produced the numbers (data, input, folds, optimiser, epochs)."""
+  g = functools.partial(_config_get, config)
+  shape = g('data.input_shape')
+  shape = ' x '.join(str(s) for s in shape) if shape is not None else '?'
+  pretrained = g('init.pretrained')
+  custom = g('folds.test_actors')
+  folds = (f"held-out actors {', '.join(str(a) for a in custom)}" if custom
+           else f"folds `{g('folds.scheme', '?')}`")
+  return (f"Protocol: data `{g('data.name', '?')}`, input {shape} ({g('data.crop_mode', '?')}), "
+          f"{folds}, {g('num_epochs', '?')} epochs, batch "
+          f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "
+          f"{g('optimizer.learning_rate', '?')} wd {g('optimizer.weight_decay', '?')}, seed "
+          f"{g('seed', '?')}" + (f', initialised from `{pretrained}`' if pretrained else '')
+          + '.')
+
+
 # ----------------------------------------------------------------------------- reports
 
 
@@ -377,6 +395,7 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
         f'Mean over {n} fold{"s" if n != 1 else ""} of speaker-independent cross-validation '
         '(accuracy and macro-averaged precision, recall, F1 on the held-out actors).', '',
         results_table([(row_name, mean)]), '',
+        _protocol_line(config), '',
         '## Per fold', '',
         '| Fold | Test actors | Examples | Accuracy | Precision | Recall | F1-Score |',
         '| --- | --- | --- | --- | --- | --- | --- |']

@@ -115,6 +115,7 @@ def test_write_cv_report(tmp_path):
       f'{100 * mean[k]:.2f}%' for k in ('accuracy', 'precision', 'recall', 'f1')) + ' |'
   assert lines[i + 2] == expected
   assert re.fullmatch(r'\| CNN-X( \| \d{1,3}\.\d\d%){4} \|', lines[i + 2])
+  assert 'Protocol: data `?`, input 128 x 256' in md  # what the config says, '?' if unset
   # Per-fold rows and mean +- std.
   assert f"| 1 | 2, 6 | 40 | {100 * folds[1]['accuracy']:.2f}% |" in md
   std = summary['std']['accuracy']
