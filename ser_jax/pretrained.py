@@ -695,15 +695,17 @@ def check_panns_frontend(state_dict, frontend, path='checkpoint'):
       f'{f" (ravdess/<subset>_{theirs[0]}, --frontend={theirs[0]})" if theirs else ""}.')
 
 
+def _unexplained(keys, table):
+  """Keys no rule of a `ser_jax.convert` table matches (by module prefix)."""
+  return [k for k in keys
+          if not any(re.fullmatch(rule.pattern, k.rpartition('.')[0]) for rule in table)]
+
+
 def matching_sources(keys):
   """Converter sources whose rename table explains every key (a hint for errors)."""
   from ser_jax import convert as convert_lib  # pylint: disable=g-import-not-at-top
-  hits = []
-  for name, table in convert_lib.SOURCES.items():
-    if all(any(re.fullmatch(rule.pattern, k.rpartition('.')[0]) for rule in table)
-           for k in keys):
-      hits.append(name)
-  return hits
+  return [name for name, table in convert_lib.SOURCES.items()
+          if not _unexplained(keys, table)]
 
 
 def convert(state_dict, source):
@@ -733,11 +735,20 @@ def convert_state_dict(state_dict, source, *, frontend=None, path='checkpoint'):
   try:
     return convert_lib.convert(state_dict, source)
   except ValueError as e:
-    fits = [s for s in matching_sources(list(state_dict)) if s != source]
+    keys = list(state_dict)
+    unexplained = _unexplained(keys, convert_lib.SOURCES.get(source, []))
+    if source in convert_lib.SOURCES and unexplained:
+      # The converter lists every such key; a whole other architecture is hundreds.
+      reason = (f'{len(unexplained)} of its {len(keys)} keys match no rule of that table '
+                f'(first {min(len(unexplained), MAX_LISTED)}: '
+                f'{unexplained[:MAX_LISTED]})')
+    else:
+      reason = str(e)
+    fits = [s for s in matching_sources(keys) if s != source]
     hint = (f' Its keys fit source(s) {fits}.' if fits else
-            ' Its keys fit no known source; first keys: '
-            f'{list(state_dict)[:MAX_LISTED]}.')
-    raise CheckpointError(f'{path} cannot be converted as {source!r}: {e}.{hint}') from None
+            f' Its keys fit no known source; first keys: {keys[:MAX_LISTED]}.')
+    raise CheckpointError(f'{path} cannot be converted as {source!r}: {reason}.{hint}'
+                          ) from None
 
 
 def init_input_shape(model_name):
