@@ -35,15 +35,14 @@ PROJECT_DIR=$(cd "$(dirname "$0")/../.." && pwd)
 DATA_DIR="$HOME/tensorflow_datasets"
 MANUAL_DIR="$HOME/ravdess"
 
-# Builds one TFDS config from the zips in manual_dir (no TensorFlow needed).
+# Builds one TFDS config from the zips in manual_dir, as training would (no TensorFlow).
 BUILD_PY='
 import sys
-import tensorflow_datasets as tfds
-import tfds_ravdess  # noqa: F401  (registers the "ravdess" builder)
+import ml_collections
+from ser_jax import input_pipeline
 name, data_dir, manual_dir = sys.argv[1:]
-builder = tfds.builder(name, data_dir=data_dir)
-builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+builder = input_pipeline.prepare_dataset(ml_collections.ConfigDict(dict(
+    name=name, data_dir=data_dir, manual_dir=manual_dir, download=True)))
 print(name, {k: v.num_examples for k, v in builder.info.splits.items()})
 '
 
