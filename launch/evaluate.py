@@ -330,8 +330,7 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
   # have to be built.
   from ser_jax import train  # pylint: disable=g-import-not-at-top
   train.build_model(config)  # an unknown model name fails here
-  class_names = reports.class_names_for(int(config.model.num_classes),
-                                        _class_names(config))
+  names = class_names(config)
   weight_vars = load_weights(config, weights) if weights is not None else None
   for fold in folds:
     if weight_vars is None and not checkpoint_dir(workdir, fold).is_dir():
@@ -374,19 +373,22 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
     results.append(m)
     if write and jax.process_index() == 0:
       fold_out = _fold_output_dir(output_dir, workdir, weights, fold, used_step, actors)
-      reports.write_fold_report(fold_out, m, meta.get('history') or [], class_names)
+      reports.write_fold_report(fold_out, m, meta.get('history') or [], names)
       m['report_dir'] = str(fold_out)
   if write and len(results) > 1 and jax.process_index() == 0:
     root = pathlib.Path(output_dir) if output_dir else pathlib.Path(workdir) / 'evaluate'
     reports.write_cv_report(root, results, metrics_lib.summarize_folds(results), config,
-                            class_names)
+                            names)
   return results
 
 
-def _class_names(config):
+def class_names(config) -> list[str]:
+  """RAVDESS emotion names for an 8-class model (training's order), else class_<i>."""
   from ser_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from ser_jax import reports  # pylint: disable=g-import-not-at-top
   n = int(config.model.num_classes)
-  return input_pipeline.CLASS_NAMES if n == len(input_pipeline.CLASS_NAMES) else None
+  return reports.class_names_for(
+      n, input_pipeline.CLASS_NAMES if n == len(input_pipeline.CLASS_NAMES) else None)
 
 
 def _fold_output_dir(output_dir, workdir, weights, fold, step, actors) -> pathlib.Path:
@@ -412,7 +414,7 @@ def _fold_output_dir(output_dir, workdir, weights, fold, step, actors) -> pathli
 def format_results(results: Sequence[dict], config) -> str:
   """The predecessor's table (one row per evaluated fold) and each per-class report."""
   from ser_jax import reports  # pylint: disable=g-import-not-at-top
-  names = reports.class_names_for(int(config.model.num_classes), _class_names(config))
+  names = class_names(config)
   rows = [(m['title'], m) for m in results]
   parts = [reports.results_table(rows), '']
   for m in results:

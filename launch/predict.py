@@ -165,7 +165,6 @@ def run_prediction(inputs: Sequence[str], *, config=None, workdir=None, fold=Non
   Raises:
     PredictionError: bad inputs (all named), no checkpoint, mismatched model.
   """
-  from ser_jax import reports  # pylint: disable=g-import-not-at-top
   if not inputs:
     raise PredictionError('give one or more wav files, folders or glob patterns')
   if (weights is None) == (workdir is None):
@@ -198,8 +197,7 @@ def run_prediction(inputs: Sequence[str], *, config=None, workdir=None, fold=Non
       fold = have[0]
     variables, _, used_step = evaluate.restore_fold(workdir, fold, step, config)
     source = f'{evaluate.checkpoint_dir(workdir, fold)}/{used_step}'
-  class_names = reports.class_names_for(int(config.model.num_classes),
-                                        evaluate._class_names(config))  # pylint: disable=protected-access
+  class_names = evaluate.class_names(config)
   return {
       'model': config.model.name,
       'checkpoint': source,

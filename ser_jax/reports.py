@@ -334,7 +334,8 @@ def write_fold_report(fold_dir: str | os.PathLike, metrics: Mapping[str, Any],
   md = [f'# Report: {title}', '']
   if metrics.get('test_actors') is not None:
     md += [f"Test actors: {', '.join(str(a) for a in metrics['test_actors'])}", '']
-  md += [f"Examples: {metrics.get('num_examples', sum(p['support'] for p in metrics['per_class']))}",
+  examples = metrics.get('num_examples', sum(p['support'] for p in metrics['per_class']))
+  md += [f'Examples: {examples}',
          '', results_table([(title, metrics)]), '',
          '## Per class', '', per_class_markdown(metrics, names), '',
          '## Confusion matrix (rows: true class, columns: predicted)', '',

@@ -93,7 +93,8 @@ def test_write_cv_report(tmp_path):
     m.update(fold=i, test_actors=[i + 1, i + 5])
     folds.append(m)
   summary = metrics.summarize_folds(folds)
-  config = ml_collections.ConfigDict({'model': {'name': 'cnnx'}, 'data': {'input_shape': (128, 256)}})
+  config = ml_collections.ConfigDict({'model': {'name': 'cnnx'},
+                                      'data': {'input_shape': (128, 256)}})
   paths = reports.write_cv_report(tmp_path, folds, summary, config)
   assert {p.name for p in paths.values()} == {'results.json', 'results.md', 'confusion_matrix.png'}
   _png_size(tmp_path / 'confusion_matrix.png')
