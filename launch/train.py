@@ -47,7 +47,12 @@ def main(argv):
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   logging.info('Config:\n%s', _CONFIG.value)
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+    # Configuration, data and divergence problems: one clear line, no traceback.
+    logging.error('%s', e)
+    sys.exit(f'train.py: error: {e}')
   if jax.process_index() == 0:
     mean, std = summary['mean'], summary['std']
     print(f"{_CONFIG.value.model.name}: " + ', '.join(

@@ -316,6 +316,9 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
   num_steps = steps_per_epoch(n, batch_size)
   host = _host_slice(batch_size, process_index, process_count)
   alpha = float(data_config.mixup_alpha)
+  # Per-example generators cost ~20 us each; make them only when something is random.
+  random_images = (data_config.crop_mode == 'crop_pad' or data_config.specaugment.enabled
+                   or alpha > 0)
   for step in range(start_step, num_steps):
     idx = order[step * batch_size:(step + 1) * batch_size]
     weight = np.ones(batch_size, np.float32)
@@ -330,7 +333,7 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
     positions = np.arange(batch_size)[host]
     images, masks = [], []
     for pos in positions:
-      rng = _rng(*seed, epoch, step, int(pos))
+      rng = _rng(*seed, epoch, step, int(pos)) if random_images else None
       image, mask = _make_image(examples, int(idx[pos]), data_config, rng, train=True)
       if alpha > 0:
         other, other_mask = _make_image(examples, int(partner[pos]), data_config, rng,

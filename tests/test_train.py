@@ -332,8 +332,11 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, whole_run):
 
 # ----------------------------------------------------------------------------- TFDS data
 
-CONFIGS = ('cnnx', 'cnn_lstm', 'cnn14', 'cnn14_attn', 'vgg19_attn', 'alexnet_attn',
-           'resnet18')
+# From-scratch configs with small models: the whole loop (checkpoints included).
+SMALL_CONFIGS = ('cnnx', 'cnn_lstm')
+# 11M-80M parameters: a checkpoint with Adam's moments is up to ~1 GB, so these run one
+# training step and a full evaluation through the training loop's own Runner.
+LARGE_CONFIGS = ('cnn14', 'cnn14_attn', 'vgg19_attn', 'alexnet_attn', 'resnet18')
 
 
 def _load_config(name, variant='tiny'):
@@ -344,21 +347,50 @@ def _load_config(name, variant='tiny'):
   return module.get_config(variant)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('name', CONFIGS)
-def test_each_config_tiny_trains_on_the_tfds_dataset(name, synthetic_data_dir, tmp_path):
-  """Every experiment's :tiny variant trains and evaluates on the built TFDS dataset."""
+def _tfds_config(name, data_dir):
   config = _load_config(name)
-  config.data.data_dir = synthetic_data_dir
+  config.data.data_dir = data_dir
   config.data.download = False
   config.folds.test_actors = (2, 7)  # the synthetic set has actors 1..8, 8 clips each
   config.num_epochs = 1
-  config.init.expect_pretrained = False  # no weights here; the warning is tested elsewhere
-  summary = train.train_and_evaluate(config, tmp_path)
+  config.init.expect_pretrained = False  # no weights here; the warning is tested below
+  return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', SMALL_CONFIGS)
+def test_small_config_tiny_trains_on_the_tfds_dataset(name, synthetic_data_dir, tmp_path):
+  """The :tiny variant trains and evaluates on the built TFDS dataset, end to end."""
+  summary = train.train_and_evaluate(_tfds_config(name, synthetic_data_dir), tmp_path)
   fold = summary['folds'][0]
   assert fold['num_examples'] == 16 and fold['num_train_examples'] == 48
   assert sum(map(sum, fold['confusion'])) == 16
   assert np.isfinite(fold['eval_loss'])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', LARGE_CONFIGS)
+def test_large_config_tiny_steps_on_the_tfds_dataset(name, synthetic_data_dir):
+  """The :tiny variant's train step and evaluation run on TFDS clips (no checkpoint)."""
+  config = _tfds_config(name, synthetic_data_dir)
+  [(_, fold)] = train.get_folds(config)
+  examples = input_pipeline.prepare_images(input_pipeline.load_all(config.data),
+                                           config.data)
+  train_ex = input_pipeline.select_actors(examples, fold.train)
+  test_ex = input_pipeline.select_actors(examples, fold.test)
+  model = train.build_model(config)
+  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 6))
+  runner = train.Runner(config, model, jax.random.PRNGKey(1))
+  state = runner.place_state(train.create_train_state(config, model, jax.random.PRNGKey(0),
+                                                      tx))
+  batch = next(input_pipeline.train_batches(
+      train_ex, config.data, batch_size=config.batch_size, num_classes=8, seed=0, epoch=0))
+  state, metrics = runner.train(state, runner.place_batch(batch))
+  assert np.isfinite(float(metrics['loss'])) and float(metrics['count']) == config.batch_size
+  assert int(runner.host_state(state).step) == 1
+  result = train.evaluate(runner, state, test_ex, config)
+  assert result['num_examples'] == 16 and np.isfinite(result['loss'])
+  assert sorted(result['labels'].tolist()) == sorted(test_ex.labels.tolist())
 
 
 @pytest.mark.slow
