@@ -4,15 +4,16 @@ Two processes are started here, joined by `jax.distributed` over localhost (CPU 
 gloo, jax's default `jax_cpu_collectives_implementation`), each with one CPU device, through
 `ser_jax.distributed.maybe_initialize()` reading `JAX_COORDINATOR_ADDRESS`,
 `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, as a GPU/CPU cluster launch would set them. They
-train test_train's tiny BatchNorm CNN on its synthetic clips in one shared workdir; each reads
-only its half of every global batch. The final metrics, the confusion matrix and every
+train a tiny BatchNorm CNN on test_train's synthetic clips in one shared workdir, with
+`config.parallel` 'pmap' and 'jit'; each reads only its half of every global batch. The final metrics, the confusion matrix and every
 epoch's losses must equal a 1-process run with the same global batch (within 1e-5).
 
 The 2-process job runs in two parts (1 epoch, then the same command with 2 epochs), so the
 second part must resume both processes from the same checkpoint step. Only process 0 may
 write reports.
 
-This module is also the worker (`python tests/test_multihost.py WORKDIR NUM_EPOCHS PARALLEL`).
+Fast tests at the end check when `maybe_initialize()` initialises and where its settings
+come from. This module is also the worker (`python tests/test_multihost.py WORKDIR NUM_EPOCHS PARALLEL`).
 """
 import json
 import os
@@ -119,7 +120,7 @@ def _summary(output):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('parallel', ['pmap'])
+@pytest.mark.parametrize('parallel', ['pmap', 'jit'])
 def test_two_processes_match_one(tmp_path, parallel, monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
   from ser_jax import train  # pylint: disable=g-import-not-at-top
@@ -150,6 +151,56 @@ def test_two_processes_match_one(tmp_path, parallel, monkeypatch):
   steps = sorted(int(p.name) for p in (multi / 'fold_0' / 'checkpoints').iterdir()
                  if p.name.isdigit())
   assert steps[-1] == 8
+
+
+# ----------------------------------------------------------------------------- start-up logic
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
+               'SER_JAX_DISTRIBUTED', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(name, raising=False)
+  return monkeypatch
+
+
+def test_settings_precedence(clean_env):
+  from ser_jax import distributed  # pylint: disable=g-import-not-at-top
+  clean_env.setenv('JAX_COORDINATOR_ADDRESS', 'envhost:1')
+  clean_env.setenv('JAX_NUM_PROCESSES', '4')
+  clean_env.setenv('JAX_PROCESS_ID', '3')
+  assert distributed.resolve_settings() == ('auto', 'envhost:1', 4, 3)
+  # Arguments win over the environment.
+  assert distributed.resolve_settings('arg:2', 2, 0, 'off') == ('off', 'arg:2', 2, 0)
+  clean_env.setenv('JAX_PROCESS_ID', 'x')
+  with pytest.raises(ValueError, match='JAX_PROCESS_ID'):
+    distributed.resolve_settings()
+  with pytest.raises(ValueError, match="'auto', 'on' or 'off'"):
+    distributed.resolve_settings(mode='sometimes')
+
+
+def test_when_to_initialize(clean_env):
+  from ser_jax import distributed  # pylint: disable=g-import-not-at-top
+  should = distributed.should_initialize
+  assert not should('auto', None, None, None)  # one process on a machine without TPUs
+  assert not should('auto', 'h:1', 1, 0)
+  assert should('auto', 'h:1', 2, 0)
+  assert not should('off', 'h:1', 2, 0)
+  assert should('on', None, None, None)
+  clean_env.setenv('SLURM_NTASKS', '8')
+  assert should('auto', None, None, None)  # JAX's Slurm detection takes it from here
+  # A single process returns at once without touching jax.distributed (idempotent too).
+  clean_env.delenv('SLURM_NTASKS')
+  assert not distributed.maybe_initialize()
+  assert not distributed.maybe_initialize()
+
+
+def test_incomplete_settings_fail_fast(clean_env):
+  from ser_jax import distributed  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='coordinator_address, process_id not set'):
+    distributed.maybe_initialize(num_processes=2)
+  with pytest.raises(ValueError, match=r'process_id=2 outside 0\.\.1'):
+    distributed.maybe_initialize('127.0.0.1:1', 2, 2)
 
 
 def _worker(workdir, num_epochs, parallel):
