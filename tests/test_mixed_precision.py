@@ -133,10 +133,6 @@ def test_batchnorm_statistics_float32_after_a_bfloat16_step():
   for key in ('mean', 'var'):
     np.testing.assert_allclose(np.asarray(bf16['bn'][key]), np.asarray(f32['bn'][key]),
                                rtol=2e-2, atol=2e-2 * moved)
-  # The parameters after the step agree as well (one Adam step is ~lr * sign(grad)).
-  for a, b in zip(jax.tree.leaves(results[jnp.float32].params),
-                  jax.tree.leaves(results[jnp.bfloat16].params)):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2 * config.optimizer.learning_rate)
 
 
 def _smoke_examples():
