@@ -36,6 +36,7 @@ Files written (process 0 only, except Orbax which coordinates its own multi-host
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -363,24 +364,25 @@ def evaluate(runner: Runner, state, examples, config) -> dict[str, Any]:
   batches = input_pipeline.eval_batches(
       examples, config.data, batch_size=config.eval_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count())
-  for batch in input_pipeline.prefetch(batches):
-    logits, losses = runner.evaluate(state, runner.place_batch(batch))
-    if runner.mode == 'pmap':
-      logits, losses = _gather_hosts(np.asarray(logits)), _gather_hosts(np.asarray(losses))
+  with contextlib.closing(input_pipeline.prefetch(batches)) as prefetched:
+    for batch in prefetched:
+      logits, losses = runner.evaluate(state, runner.place_batch(batch))
+      if runner.mode == 'pmap':  # host-local rows: gather every host's
+        logits = _gather_hosts(np.asarray(logits))
+        losses = _gather_hosts(np.asarray(losses))
+      else:  # global arrays, replicated on every host
+        logits, losses = np.asarray(logits), np.asarray(losses)
       index = _gather_hosts(batch['index'])
-    else:
-      logits, losses = np.asarray(logits), np.asarray(losses)
-      index = _gather_hosts(batch['index'])
-    valid = index >= 0
-    idx = index[valid]
-    if np.any(labels[idx] >= 0):
-      raise AssertionError('evaluation saw a clip twice')  # the pipeline guarantees once
-    labels[idx] = examples.labels[idx]
-    preds[idx] = np.argmax(logits[valid], -1)
-    z = logits[valid] - logits[valid].max(-1, keepdims=True)
-    probs[idx] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax
-    loss_sum += float(np.sum(losses[valid]))
-    seen += int(valid.sum())
+      valid = index >= 0
+      idx = index[valid]
+      if np.any(labels[idx] >= 0):
+        raise AssertionError('evaluation saw a clip twice')  # the pipeline guarantees once
+      labels[idx] = examples.labels[idx]
+      preds[idx] = np.argmax(logits[valid], -1)
+      z = logits[valid] - logits[valid].max(-1, keepdims=True)
+      probs[idx] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax
+      loss_sum += float(np.sum(losses[valid]))
+      seen += int(valid.sum())
   if seen != len(examples) or np.any(labels < 0):
     raise AssertionError(f'evaluation covered {seen} of {len(examples)} clips')
   return {'labels': labels, 'predictions': preds, 'probabilities': probs,
@@ -557,22 +559,24 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
           train_ex, config.data, batch_size=batch_size,
           num_classes=int(config.model.num_classes), seed=seed, epoch=epoch,
           process_index=jax.process_index(), process_count=jax.process_count())
-      for batch in input_pipeline.prefetch(batches):
-        state, step_metrics = runner.train(state, runner.place_batch(batch))
-        step += 1
-        pending.append((step, step_metrics))
-        if len(pending) >= log_every or step == (epoch + 1) * steps_per_epoch:
-          for (s, _), (loss, correct, count) in zip(
-              pending, _check_finite(pending, fold_index, epoch, last_good)):
-            totals[0] += loss * count
-            totals[1] += correct
-            totals[2] += count
-          tb.scalars(step, {'train/loss_step': loss,
-                            'train/learning_rate': float(lr_fn(step - 1))})
-          if progress is not None:
-            progress.update(len(pending))
-            progress.set_postfix(epoch=epoch + 1, loss=f'{loss:.4f}')
-          pending = []
+      # closing(): an error mid-epoch (e.g. a non-finite loss) also stops the prefetch thread.
+      with contextlib.closing(input_pipeline.prefetch(batches)) as prefetched:
+        for batch in prefetched:
+          state, step_metrics = runner.train(state, runner.place_batch(batch))
+          step += 1
+          pending.append((step, step_metrics))
+          if len(pending) >= log_every or step == (epoch + 1) * steps_per_epoch:
+            for _, (loss, correct, count) in zip(
+                pending, _check_finite(pending, fold_index, epoch, last_good)):
+              totals[0] += loss * count
+              totals[1] += correct
+              totals[2] += count
+            tb.scalars(step, {'train/loss_step': loss,
+                              'train/learning_rate': float(lr_fn(step - 1))})
+            if progress is not None:
+              progress.update(len(pending))
+              progress.set_postfix(epoch=epoch + 1, loss=f'{loss:.4f}')
+            pending = []
       record = {'epoch': epoch + 1, 'step': step,
                 'train_loss': totals[0] / max(totals[2], 1.0),
                 'train_accuracy': totals[1] / max(totals[2], 1.0),
