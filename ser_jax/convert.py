@@ -246,7 +246,7 @@ def convert(state_dict, source):
       continue  # dropped on purpose
     value = np.asarray(value)
     if np.issubdtype(value.dtype, np.floating):
-      value = value.astype(np.float32)
+      value = value.astype(np.float32, copy=False)
     module = re.sub(rule.pattern, rule.target, prefix)
     group = groups.setdefault((index, module), {})
     if leaf in group:
