@@ -162,33 +162,31 @@ def select_actors(examples: Examples, actors: Iterable[int], *,
   return examples.take(keep.tolist())
 
 
-@functools.lru_cache(maxsize=64)
-def _linear_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """(n_out, n_in) weights of PyTorch's bilinear (align_corners=False) along one axis."""
-  if n_in == n_out:
-    return np.eye(n_in, dtype=np.float32)
+@functools.lru_cache(maxsize=1024)
+def _linear_taps(n_in: int, n_out: int):
+  """PyTorch bilinear (align_corners=False) taps along one axis: (i0, i1, w1), each (n_out,)."""
   scale = n_in / n_out
   src = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
   src = np.maximum(src, 0.0)  # PyTorch clamps negative source positions to 0
   i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
   i1 = np.minimum(i0 + 1, n_in - 1)
-  frac = src - i0
-  w = np.zeros((n_out, n_in), np.float64)
-  rows = np.arange(n_out)
-  np.add.at(w, (rows, i0), 1.0 - frac)
-  np.add.at(w, (rows, i1), frac)
-  return w.astype(np.float32)
+  w1 = (src - i0).astype(np.float32)
+  return i0, i1, w1
 
 
 def resize_bilinear(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-  """Resizes `(mel, frames)` to `shape` like torch bilinear, align_corners=False, no antialias."""
-  h, w = image.shape
+  """Resizes `(mel, frames)` to `shape` like torch bilinear, align_corners=False, no antialias.
+
+  Two-tap gathers per axis (no BLAS: ~1 ms per clip, and no thread pool to fight XLA's).
+  """
+  out = np.asarray(image, dtype=np.float32)
   out_h, out_w = int(shape[0]), int(shape[1])
-  out = image.astype(np.float32)
-  if w != out_w:
-    out = out @ _linear_matrix(w, out_w).T  # (mel, time)
-  if h != out_h:
-    out = _linear_matrix(h, out_h) @ out  # (out_mel, time)
+  if out.shape[1] != out_w:
+    i0, i1, w1 = _linear_taps(out.shape[1], out_w)
+    out = out[:, i0] * (1.0 - w1) + out[:, i1] * w1  # (mel, time)
+  if out.shape[0] != out_h:
+    i0, i1, w1 = _linear_taps(out.shape[0], out_h)
+    out = out[i0] * (1.0 - w1)[:, None] + out[i1] * w1[:, None]  # (out_mel, time)
   return np.ascontiguousarray(out, dtype=np.float32)
 
 
