@@ -332,8 +332,9 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, whole_run):
 
 # ----------------------------------------------------------------------------- TFDS data
 
-# From-scratch configs with small models: the whole loop (checkpoints included).
-SMALL_CONFIGS = ('cnnx', 'cnn_lstm')
+# From-scratch configs with small models: the whole loop (checkpoints included). CNN-X's
+# :tiny runs end to end in test_launcher_on_real_clips.
+SMALL_CONFIGS = ('cnn_lstm',)
 # 11M-80M parameters: a checkpoint with Adam's moments is up to ~1 GB, so these run one
 # training step and a full evaluation through the training loop's own Runner. Even so,
 # compiling CNN14's training step took ~5 minutes on a busy 2-core CPU, so they run only
@@ -416,6 +417,27 @@ def test_launcher_on_real_clips(mini_data_dir, tmp_path):
   bad = subprocess.run(cmd[:3] + ['--workdir=' + str(tmp_path / 'x'), '--config.nope=1'],
                        capture_output=True, text=True, timeout=300, env=env)
   assert bad.returncode != 0 and 'nope' in bad.stderr
+
+
+def test_cnnx_config_is_the_predecessor_protocol():
+  """configs/cnnx.py as train.py reads it: the predecessor's CNN-X recipe, nothing added."""
+  c = _load_config('cnnx', None)
+  folds = train.get_folds(c)
+  assert [f.test for _, f in folds] == [tuple(t) for t in train.splits.PREDECESSOR_TEST_FOLDS]
+  assert all(len(f.train) == 18 and not set(f.train) & set(f.test) for _, f in folds)
+  assert (c.model.name, c.model.num_classes, c.data.name) == ('cnnx', 8,
+                                                               'ravdess/speech_seed48k')
+  assert (tuple(c.data.input_shape), c.data.crop_mode) == ((128, 256), 'resize')
+  assert not c.data.specaugment.enabled and c.data.mixup_alpha == 0
+  assert (c.batch_size, c.num_epochs, c.seed) == (32, 60, 41)
+  assert (c.optimizer.name, c.optimizer.learning_rate, c.optimizer.weight_decay) == (
+      'adam_l2', 1e-4, 1e-5)
+  assert c.optimizer.grad_clip_norm == 0 and c.optimizer.label_smoothing == 0
+  lr = train.create_learning_rate_fn(c, steps_per_epoch=34)
+  assert float(lr(0)) == float(lr(2039)) == pytest.approx(1e-4)
+  # 18 actors x 60 clips = 1080 per fold: 34 steps, the last with 24 real clips (no drop).
+  assert input_pipeline.steps_per_epoch(1080, c.batch_size) == 34
+  assert c.parallel in train.PARALLEL_MODES
 
 
 def test_expect_pretrained_warns_loudly(caplog):
