@@ -289,6 +289,9 @@ class Runner:
       self.leading_axis = jax.sharding.NamedSharding(
           jax.sharding.Mesh(np.asarray(self.local_devices), (AXIS,)),
           jax.sharding.PartitionSpec(AXIS))
+      self.save_sharding = jax.sharding.NamedSharding(
+          jax.sharding.Mesh(np.asarray(jax.devices()), (AXIS,)),
+          jax.sharding.PartitionSpec())
       train_model = _with_bn_axis(model, AXIS)
       self._train = jax.pmap(
           functools.partial(train_step, model=train_model, base_rng=base_rng,
@@ -301,6 +304,7 @@ class Runner:
       self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
       self.data_sharding = jax.sharding.NamedSharding(self.mesh,
                                                       jax.sharding.PartitionSpec(AXIS))
+      self.save_sharding = self.replicated
       self._train = jax.jit(
           functools.partial(train_step, model=model, base_rng=base_rng,
                             label_smoothing=ls, use_mask=use_mask, axis_name=None),
@@ -320,9 +324,27 @@ class Runner:
     return jax.device_put(host_state, self.replicated)
 
   def host_state(self, state):
+    """The state as Orbax saves it: global arrays replicated over every device.
+
+    Under pmap the per-device copies become one global array (no copy between devices),
+    which Orbax can also save from several processes; host-local pmap arrays it cannot.
+    """
     if self.mode == 'pmap':
-      return jax.tree.map(lambda x: x[0], state)
+      return jax.tree.map(self._pmap_to_global, state)
     return state
+
+  def _pmap_to_global(self, x):
+    shards = sorted(x.addressable_shards, key=lambda s: s.device.id)
+    return jax.make_array_from_single_device_arrays(
+        x.shape[1:], self.save_sharding,
+        [s.data.reshape(s.data.shape[1:]) for s in shards])  # drop the device axis
+
+  def abstract_state(self, host_state):
+    """Restore target: `host_state`'s shapes and dtypes, with the save sharding."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype,  # step: an int
+                                       sharding=self.save_sharding),
+        host_state)
 
   def place_batch(self, batch):
     if self.mode == 'pmap':
@@ -520,9 +542,9 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
   start_epoch = 0
   latest = _agree_on_step(mngr.latest_step())
   if latest is not None:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, host_state)
     restored = mngr.restore(latest, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(runner.abstract_state(host_state)),
+        meta=ocp.args.JsonRestore()))
     host_state = restored['state']
     meta = restored['meta']
     start_epoch = int(meta['epoch'])
