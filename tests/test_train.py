@@ -211,8 +211,8 @@ def test_unknown_model_and_parallel_errors(tmp_path):
 
 def test_empty_selection_error(tmp_path, tiny_models):
   config = tiny_config(**{'folds.test_actors': (7, 8)})
-  with pytest.raises(ValueError, match=r'no clips of actors \[7, 8\] in ravdess\/speech_seed48k \(preloaded\).*'
-                     r'holds actors \[1, 2, 3, 4\]'):
+  with pytest.raises(ValueError, match=r'no clips of actors \[7, 8\] in '
+                     r'ravdess/speech_seed48k \(preloaded\).*holds actors \[1, 2, 3, 4\]'):
     train.train_and_evaluate(config, tmp_path, examples=synthetic_examples())
 
 
