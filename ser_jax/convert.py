@@ -244,7 +244,9 @@ def convert(state_dict, source):
       continue
     if rule.target is None:
       continue  # dropped on purpose
-    value = np.asarray(value)
+    # Always a copy: the result must not alias the caller's arrays (torch's .numpy() shares
+    # memory with the live module, whose BatchNorm buffers change in place).
+    value = np.array(value)
     if np.issubdtype(value.dtype, np.floating):
       value = value.astype(np.float32, copy=False)
     module = re.sub(rule.pattern, rule.target, prefix)

@@ -119,3 +119,11 @@ def test_every_table_is_valid(source):
   for rule in convert_lib.SOURCES[source]:
     re.compile(rule.pattern)
     assert rule.kind in ('auto', 'raw', 'lstm')
+
+
+def test_result_does_not_alias_input():
+  sd = {'conv_layer1.bn1.running_mean': _r(4), 'conv_layer1.bn1.bias': _r(4)}
+  v = convert(sd, 'seed_cnn14')
+  before = v['batch_stats']['conv_block1']['bn1']['mean'].copy()
+  sd['conv_layer1.bn1.running_mean'] += 1.0  # e.g. torch updating its buffers in place
+  np.testing.assert_array_equal(v['batch_stats']['conv_block1']['bn1']['mean'], before)
