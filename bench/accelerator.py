@@ -1,8 +1,9 @@
 r"""Training throughput and model FLOPs utilisation (MFU), JAX vs the PyTorch reference.
 
 For each model, compute dtype (float32, bfloat16) and batch size, times one training step
-(forward in train mode, softmax cross-entropy, backward, Adam with L2 weight decay, BatchNorm
-statistics update: the step `ser_jax.train` runs, on one device) and prints:
+(`ser_jax.train.train_step` with configs/default.py's optimiser: forward in train mode,
+softmax cross-entropy, backward, Adam with L2 weight decay, BatchNorm statistics update; jit
+on one device) and prints:
 
   examples/s      batch / median step time (after compile and warm-up)
   GFLOP/step      XLA's cost analysis of the compiled step (forward + backward + optimiser)
@@ -25,6 +26,7 @@ FLOPs count what XLA reports for the compiled step, so the MFU of a model includ
 XLA does (not padding the hardware adds); on TPU and GPU that is the usual "model FLOPs"
 convention within a few percent. Everything runs on `jax.devices()[0]`.
 """
+import functools
 import json
 import os
 import statistics
@@ -36,12 +38,11 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from ser_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _MODELS = flags.DEFINE_list('models', ['cnnx', 'cnn14'], 'Registry names of the models.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '64', '128'], 'Batch sizes.')
@@ -90,30 +91,6 @@ def measure_matmul_peak(dtype, n=1024, reps=5):
   return 2 * n ** 3 / best
 
 
-def cross_entropy(logits, labels, num_classes):
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32),
-                                     jax.nn.one_hot(labels, num_classes)).mean()
-
-
-def make_jax_step(model, tx, num_classes):
-  """One training step: the computation `ser_jax.train` runs per device, on one device."""
-
-  def step(params, batch_stats, opt_state, x, labels, rng):
-    def loss_fn(p):
-      variables = {'params': p}
-      if batch_stats is not None:
-        variables['batch_stats'] = batch_stats
-      logits, updates = model.apply(variables, x, train=True, rngs={'dropout': rng},
-                                    mutable=['batch_stats'])
-      return cross_entropy(logits, labels, num_classes), updates.get('batch_stats')
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
 def time_calls(fn, steps, warmup):
   """Median seconds of `fn()` (which must block until its result is ready)."""
   for _ in range(warmup):
@@ -126,30 +103,46 @@ def time_calls(fn, steps, warmup):
   return statistics.median(times)
 
 
+def bench_config(name, dtype_name, batch, input_shape, num_classes=8):
+  """configs/default.py with this model, dtype, batch and input shape."""
+  sys.path.insert(0, os.path.join(_REPO, 'configs'))
+  import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model.name = name
+  config.model.dtype = dtype_name
+  config.model.num_classes = num_classes
+  config.data.input_shape = tuple(input_shape)
+  config.batch_size = batch
+  return config
+
+
 def bench_jax(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
-  """Returns (seconds per step, FLOPs per step) of the JAX step."""
-  model = models.get_model(name, num_classes=num_classes, dtype=jnp.dtype(dtype_name))
+  """Returns (seconds per step, FLOPs per step) of `ser_jax.train.train_step` on one device."""
+  config = bench_config(name, dtype_name, batch, input_shape, num_classes)
+  model = train.build_model(config)
+  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 100))
+  state = train.create_train_state(config, model, jax.random.PRNGKey(0), tx)
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.standard_normal((batch, *input_shape, 1)), jnp.float32)  # (B, mel, time, 1)
-  labels = jnp.asarray(rng.integers(0, num_classes, batch), jnp.int32)
-  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x,
-                         train=False)
-  params, batch_stats = variables['params'], variables.get('batch_stats')
-  # The config's 'adam_l2': PyTorch Adam's weight_decay adds wd * param to the gradient.
-  tx = optax.chain(optax.add_decayed_weights(1e-5), optax.adam(1e-4))
-  opt_state = tx.init(params)
-  step = make_jax_step(model, tx, num_classes)
-  compiled = step.lower(params, batch_stats, opt_state, x, labels, jax.random.key(2)).compile()
+  labels = rng.integers(0, num_classes, batch)
+  batch_arrays = {
+      'image': jnp.asarray(rng.standard_normal((batch, *input_shape, 1)), jnp.float32),
+      'mask': jnp.ones((batch, input_shape[1]), bool),  # (B, time)
+      'label': jnp.asarray(labels, jnp.int32),
+      'targets': jax.nn.one_hot(labels, num_classes),
+      'weight': jnp.ones((batch,), jnp.float32)}
+  step = jax.jit(functools.partial(
+      train.train_step, model=model, base_rng=jax.random.PRNGKey(1),
+      label_smoothing=0.0, use_mask=config.data.crop_mode == 'crop_pad', axis_name=None),
+                 donate_argnums=(0,))
+  compiled = step.lower(state, batch_arrays).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', float('nan')))
-  state = [params, batch_stats, opt_state]
-  key = [jax.random.key(3)]
+  holder = [state]
 
   def run_once():
-    key[0], sub = jax.random.split(key[0])
-    state[0], state[1], state[2], loss = compiled(state[0], state[1], state[2], x, labels, sub)
-    loss.block_until_ready()
+    holder[0], metrics = compiled(holder[0], batch_arrays)
+    metrics['loss'].block_until_ready()
 
   return time_calls(run_once, steps, warmup), flops
 
