@@ -199,16 +199,17 @@ def main(argv):
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
   print(f'device: {device.device_kind} ({device.platform}), jax {jax.__version__}, '
         f'input {input_shape}')
+  # CPU: no datasheet peak; a matmul peak is measured, and re-measured before every model
+  # keeping the best, because on a shared machine one measurement can land in a busy moment.
   measured = {}
-  if device.platform == 'cpu':
-    for dt in _DTYPES.value:
-      measured[dt] = measure_matmul_peak(jnp.dtype(dt))
   rows = []
   header = (f'{"model":<12} {"dtype":<9} {"batch":>5} {"ex/s":>9} {"ms/step":>9} '
             f'{"GFLOP/step":>11} {"TFLOP/s":>8} {"MFU":>7} {"torch ex/s":>10} {"jax/torch":>9}')
   print(header)
   for name in _MODELS.value:
     for dt in _DTYPES.value:
+      if device.platform == 'cpu':
+        measured[dt] = max(measured.get(dt, 0.0), measure_matmul_peak(jnp.dtype(dt)))
       peak, peak_label = device_peak(device, dt, measured.get(dt))
       for batch in batch_sizes:
         sec, flops = bench_jax(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
@@ -231,6 +232,9 @@ def main(argv):
               f'{row["step_ms"]:>9.1f} {row["gflop_per_step"]:>11.2f} '
               f'{row["achieved_tflops"]:>8.3f} {mfu:>7} {t_ex:>10} {ratio:>9}', flush=True)
       print(f'  MFU peak for {name} {dt}: {peak_label}')
+      if peak and any(r['mfu'] > 1 for r in rows if r['model'] == name and r['dtype'] == dt):
+        print('  MFU above 100%: the measured matmul peak is below what XLA reaches here '
+              '(a busy machine while measuring, or convolutions faster than a 1024^2 matmul)')
   if _JSON_OUT.value:
     with open(_JSON_OUT.value, 'w') as f:
       json.dump(rows, f, indent=1)
