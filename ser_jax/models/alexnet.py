@@ -14,6 +14,8 @@ pools the (batch, F, T, 256) map and `classifier` maps 256 -> classes. torchvisi
 
 Layer names: `features_{N}` with torchvision's index N, so torchvision's `features.N.*` and
 the predecessor's `network.features.{N + 1}.*` (its index 0 was the stem) are renames.
+
+Initialisation: PyTorch's default everywhere (torchvision's AlexNet keeps it for its convs).
 """
 from typing import Any
 
@@ -21,6 +23,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ser_jax.models import attention as attention_lib
+from ser_jax.models import layers
 
 Dtype = Any
 
@@ -59,11 +62,12 @@ class AlexNetAttn(nn.Module):
     if min(alexnet_map_size(x.shape[1]), alexnet_map_size(x.shape[2])) < 1:
       raise ValueError(f'AlexNetAttn: input {x.shape[1]} x {x.shape[2]} (mel x time) is too '
                        'small for AlexNet\'s strides; both need at least 63')
-    x = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name='stem')(x)
+    x = layers.torch_conv(3, (3, 3), x.shape[-1], padding=((1, 1), (1, 1)), dtype=self.dtype,
+                          name='stem')(x)
     for index, width, kernel, stride, pad in ALEXNET_CONVS:
-      x = nn.Conv(width, (kernel, kernel), strides=(stride, stride),
-                  padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                  name=f'features_{index}')(x)
+      x = layers.torch_conv(width, (kernel, kernel), x.shape[-1], strides=(stride, stride),
+                            padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+                            name=f'features_{index}')(x)
       x = nn.relu(x)
       if index in POOL_AFTER:
         x = nn.max_pool(x, (3, 3), strides=(2, 2))  # 'VALID', floor mode like torch
@@ -71,4 +75,5 @@ class AlexNetAttn(nn.Module):
     if mask is not None:
       mask = attention_lib.time_mask(mask, x.shape[2], stride=STRIDE)
     x = attention_lib.UAttention(dtype=self.dtype, name='attention')(x, mask=mask)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)  # (batch, classes)
+    return layers.torch_dense(self.num_classes, x.shape[-1], dtype=self.dtype,
+                              name='classifier')(x)  # (batch, classes)

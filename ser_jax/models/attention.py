@@ -3,7 +3,8 @@
 Given a feature map a of shape (batch, F, T, C), every one of the F * T positions is scored
     e_i = u . tanh(W a_i + b),   alpha = softmax(lambda * e),   c = sum_i alpha_i a_i,
 with W a square dense layer (`dense`, C -> C, with bias) and u a learned (1, C) vector
-(`u`, Xavier-uniform), lambda = 0.3. This replaces global average pooling in "+ Attn" models.
+(`u`, Xavier-uniform; `dense` has PyTorch's nn.Linear init), lambda = 0.3. This replaces
+global average pooling in "+ Attn" models.
 
 Masking (the predecessor had none): `mask` is (batch, T) bool, True for real time steps of the
 *feature map*; masked positions get exactly zero weight, so appending masked positions to a map
@@ -15,6 +16,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ser_jax.models import layers
 
 Dtype = Any
 
@@ -80,7 +83,7 @@ class UAttention(nn.Module):
     batch, freq, steps, channels = x.shape
     x = x.astype(self.dtype)
     u = self.param('u', nn.initializers.xavier_uniform(), (1, channels), jnp.float32)
-    hidden = jnp.tanh(nn.Dense(channels, dtype=self.dtype, name='dense')(x))
+    hidden = jnp.tanh(layers.torch_dense(channels, channels, dtype=self.dtype, name='dense')(x))
     # (batch, F, T, C) . (C,) -> (batch, F, T) scores, softmax in float32.
     scores = jnp.einsum('bftc,c->bft', hidden, u[0].astype(self.dtype))
     logits = (self.lambda_ * scores.astype(jnp.float32)).reshape(batch, freq * steps)

@@ -16,8 +16,12 @@
 
 Layer names mirror the PyTorch keys: `conv_block{1..6}/{conv1,bn1,conv2,bn2}`, `fc_layer`,
 `classifier`, `attention/{dense,u}`; PANNs: `bn0`, `conv_block*`, `fc1`, `fc_audioset`.
+
+Initialisation: `CNN14` uses PyTorch's defaults (the predecessor's modules kept them);
+`CNN14PANNs` uses PANNs' `init_layer` (Xavier-uniform weights, zero biases). BatchNorm starts
+at scale 1, bias 0 in both.
 """
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,6 +31,8 @@ from ser_jax.models import layers
 
 Dtype = Any
 WIDTHS = (64, 128, 256, 512, 1024, 2048)
+# PANNs' init_layer: nn.init.xavier_uniform_ on weights, biases filled with 0 (Flax's default).
+_PANNS_INIT = nn.initializers.xavier_uniform()
 
 
 class ConvBlock(nn.Module):
@@ -35,12 +41,13 @@ class ConvBlock(nn.Module):
   pool: tuple[int, int] = (2, 2)
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
+  kernel_init: Callable[..., Any] = layers.torch_kernel_init  # PANNs: Xavier-uniform
 
   @nn.compact
   def __call__(self, x, train: bool):
     for j in (1, 2):
       x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                  dtype=self.dtype, name=f'conv{j}')(x)
+                  kernel_init=self.kernel_init, dtype=self.dtype, name=f'conv{j}')(x)
       x = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name,
                            name=f'bn{j}')(x, use_running_average=not train)
       x = nn.relu(x)
@@ -80,8 +87,9 @@ class CNN14(nn.Module):
       x = attention_lib.UAttention(dtype=self.dtype, name='attention')(x, mask=mask)
     else:
       x = x.mean(axis=(1, 2))
-    x = nn.relu(nn.Dense(512, dtype=self.dtype, name='fc_layer')(x))  # (batch, 512)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
+    x = nn.relu(layers.torch_dense(512, x.shape[-1], dtype=self.dtype,
+                                   name='fc_layer')(x))  # (batch, 512)
+    return layers.torch_dense(self.num_classes, 512, dtype=self.dtype, name='classifier')(x)
 
 
 class CNN14PANNs(nn.Module):
@@ -111,7 +119,7 @@ class CNN14PANNs(nn.Module):
     for i, width in enumerate(self.widths, start=1):
       pool = (2, 2) if i < len(self.widths) else (1, 1)
       x = ConvBlock(width, pool=pool, dtype=self.dtype, bn_axis_name=self.bn_axis_name,
-                    name=f'conv_block{i}')(x, train)
+                    kernel_init=_PANNS_INIT, name=f'conv_block{i}')(x, train)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = x.mean(axis=2)  # (batch, time / 32, 2048): mean over frequency
     if mask is None:
@@ -124,7 +132,9 @@ class CNN14PANNs(nn.Module):
       count = jnp.maximum(valid.sum(axis=1), 1).astype(x.dtype)
       x = peak + jnp.where(valid, x, 0).sum(axis=1) / count
     x = nn.Dropout(self.head_dropout_rate, deterministic=not train)(x)
-    x = nn.relu(nn.Dense(self.widths[-1], dtype=self.dtype, name='fc1')(x))
+    x = nn.relu(nn.Dense(self.widths[-1], kernel_init=_PANNS_INIT, dtype=self.dtype,
+                         name='fc1')(x))
     # As in PANNs, the output layer reads fc1's activations before their dropout (PANNs
     # only applies that dropout to the returned embedding).
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='fc_audioset')(x)
+    return nn.Dense(self.num_classes, kernel_init=_PANNS_INIT, dtype=self.dtype,
+                    name='fc_audioset')(x)

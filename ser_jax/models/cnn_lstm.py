@@ -11,12 +11,18 @@ as PyTorch does (a single merged bias would learn at half the rate). It computes
 projection of every time step in one matmul before a `lax.scan` over the recurrence, much
 faster than projecting inside the scan. Gates follow PyTorch: c' = f c + i g,
 h' = o tanh(c'), with i, f, o sigmoid and g tanh.
+
+Initialisation is PyTorch's default: convs and the classifier U(+-1/sqrt(fan_in)) for
+weights and biases (`layers.torch_conv` / `layers.torch_dense`); every LSTM weight and bias
+U(+-1/sqrt(hidden)), as `nn.LSTM` does.
 """
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from ser_jax.models import layers
 
 Dtype = Any
 GATES = ('i', 'f', 'g', 'o')
@@ -34,14 +40,13 @@ class LSTM(nn.Module):
   @nn.compact
   def __call__(self, x, lengths=None):
     batch, steps, features = x.shape
-    kernel_init = nn.initializers.lecun_normal()
-    recurrent_init = nn.initializers.orthogonal()
+    # nn.LSTM's reset_parameters: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+    uniform = layers.torch_bias_init(self.hidden)
     w_i, w_h, b = [], [], []
     for g in GATES:
       # Input side `i{g}/{kernel,bias}` (features, H); hidden side `h{g}/{kernel,bias}`.
-      kernel_i, bias_i = _GateParams((features, self.hidden), kernel_init, name=f'i{g}')()
-      kernel_h, bias_h = _GateParams((self.hidden, self.hidden), recurrent_init,
-                                     name=f'h{g}')()
+      kernel_i, bias_i = _GateParams((features, self.hidden), uniform, name=f'i{g}')()
+      kernel_h, bias_h = _GateParams((self.hidden, self.hidden), uniform, name=f'h{g}')()
       w_i.append(kernel_i)
       w_h.append(kernel_h)
       b.append(bias_i + bias_h)
@@ -72,12 +77,12 @@ class LSTM(nn.Module):
 class _GateParams(nn.Module):
   """Holds one gate's kernel and bias under its own scope, like nn.LSTMCell's Dense."""
   shape: tuple[int, int]
-  kernel_init: Any
+  init_fn: Any  # for both kernel and bias, as in PyTorch
 
   @nn.compact
   def __call__(self):
-    kernel = self.param('kernel', self.kernel_init, self.shape, jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (self.shape[1],), jnp.float32)
+    kernel = self.param('kernel', self.init_fn, self.shape, jnp.float32)
+    bias = self.param('bias', self.init_fn, (self.shape[1],), jnp.float32)
     return kernel, bias
 
 
@@ -101,7 +106,8 @@ class CNNLSTM(nn.Module):
       raise ValueError(f'CNNLSTM expects (batch, mel, time, 1), got shape {x.shape}')
     x = jnp.transpose(x[..., 0], (0, 2, 1))  # (batch, time, mel): mel bins are channels
     for i, width in enumerate((64, 128, 256), start=1):
-      x = nn.Conv(width, (3,), padding='VALID', dtype=self.dtype, name=f'conv_layer{i}')(x)
+      x = layers.torch_conv(width, (3,), x.shape[-1], padding='VALID', dtype=self.dtype,
+                            name=f'conv_layer{i}')(x)
       x = nn.relu(x)
       if i < 3:
         x = nn.max_pool(x, (2,), strides=(2,))  # floor mode, like MaxPool1d(2)
@@ -113,4 +119,4 @@ class CNNLSTM(nn.Module):
       # stride 4, so step j needs frames up to 4 j + 17.
       lengths = jnp.clip((real - 18) // 4 + 1, 1, x.shape[1])
     h = LSTM(256, dtype=self.dtype, name='lstm')(x, lengths)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(h)
+    return layers.torch_dense(self.num_classes, 256, dtype=self.dtype, name='classifier')(h)

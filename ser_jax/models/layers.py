@@ -1,4 +1,13 @@
-"""Building blocks shared by the models: a PyTorch-exact BatchNorm.
+"""Building blocks shared by the models: PyTorch's default initialisers and a PyTorch-exact
+BatchNorm.
+
+Initialisers: the predecessor trained from PyTorch's defaults, which differ from Flax's
+(lecun_normal kernels, zero biases). `nn.Conv{1,2}d` and `nn.Linear` draw weights from
+kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and biases from the same
+range, fan_in = in_channels * prod(kernel) (or in_features). `torch_conv` and `torch_dense`
+build Flax layers initialised that way (parameter names and shapes are Flax's, unchanged).
+torchvision's ResNet and VGG re-initialise their own convs with kaiming_normal (fan_out, ReLU
+gain): `torchvision_conv_init`.
 
 Flax's `nn.BatchNorm` (flax 0.12.8) updates its running variance with the *biased* batch
 variance (divided by n), while `torch.nn.BatchNorm{1,2}d` uses the *unbiased* one (divided by
@@ -9,13 +18,53 @@ running statistics to the same values as PyTorch, which matters when weights tra
 Variable names are Flax's (`params/{scale,bias}`, `batch_stats/{mean,var}`), so a checkpoint
 from `nn.BatchNorm` loads unchanged.
 """
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Dtype = Any
+
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)): variance 1/(3 fan_in), so scale 1/3. Flax's fan_in of a
+# conv kernel (kh, kw, in, out) is kh * kw * in and of a dense kernel (in, out) is in, as in
+# PyTorch.
+torch_kernel_init = nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform')
+
+# torchvision's resnet/vgg conv init: kaiming_normal_(mode='fan_out', nonlinearity='relu'),
+# an untruncated normal with std sqrt(2 / (out * kh * kw)).
+torchvision_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def torch_bias_init(fan_in: int):
+  """PyTorch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for a known fan_in."""
+  if fan_in < 1:
+    raise ValueError(f'torch_bias_init: fan_in must be >= 1, got {fan_in}')
+  bound = 1 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_conv(features: int, kernel_size: Sequence[int], in_features: int,
+               **kwargs) -> nn.Conv:
+  """`nn.Conv` initialised like PyTorch's `nn.Conv{1,2}d` (kernel and bias).
+
+  `in_features` is the input's channel count (the bias's fan_in needs it up front);
+  other arguments go to `nn.Conv` unchanged (name, padding, use_bias, ...).
+  """
+  fan_in = in_features * math.prod(kernel_size)
+  return nn.Conv(features, tuple(kernel_size), kernel_init=torch_kernel_init,
+                 bias_init=torch_bias_init(fan_in), **kwargs)
+
+
+def torch_dense(features: int, in_features: int, **kwargs) -> nn.Dense:
+  """`nn.Dense` initialised like PyTorch's `nn.Linear` (kernel and bias)."""
+  return nn.Dense(features, kernel_init=torch_kernel_init,
+                  bias_init=torch_bias_init(in_features), **kwargs)
 
 
 class BatchNorm(nn.Module):

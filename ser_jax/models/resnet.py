@@ -15,6 +15,11 @@ did (`fc_layer.0` + ReLU); set False to reproduce a predecessor that chained two
 
 Layer names mirror torchvision's keys: `conv1`, `bn1`,
 `layer{1..4}_{0,1}/{conv1,bn1,conv2,bn2,downsample_0,downsample_1}`, `fc`, `classifier`.
+
+Initialisation (what training without ImageNet weights starts from): torchvision's ResNet init
+for the block convs (kaiming_normal fan_out; BatchNorm 1 / 0, zero_init_residual off);
+PyTorch's default for the modules the predecessor replaced or added (`conv1`, `fc`,
+`classifier`).
 """
 from typing import Any
 
@@ -45,15 +50,16 @@ class BasicBlock(nn.Module):
     s = (self.stride, self.stride)
     residual = x
     y = nn.Conv(self.features, (3, 3), strides=s, padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype, name='conv1')(x)
+                kernel_init=layers.torchvision_conv_init, dtype=self.dtype, name='conv1')(x)
     y = nn.relu(bn('bn1')(y, use_running_average=not train))
     y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                dtype=self.dtype, name='conv2')(y)
+                kernel_init=layers.torchvision_conv_init, dtype=self.dtype, name='conv2')(y)
     y = bn('bn2')(y, use_running_average=not train)
     if self.stride != 1 or x.shape[-1] != self.features:
       # torchvision's `downsample` Sequential: 1x1 conv (index 0) then BatchNorm (index 1).
       residual = nn.Conv(self.features, (1, 1), strides=s, padding=((0, 0), (0, 0)),
-                         use_bias=False, dtype=self.dtype, name='downsample_0')(x)
+                         use_bias=False, kernel_init=layers.torchvision_conv_init,
+                         dtype=self.dtype, name='downsample_0')(x)
       residual = bn('downsample_1')(residual, use_running_average=not train)
     return nn.relu(y + residual)
 
@@ -74,8 +80,9 @@ class ResNet18(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
+    # The predecessor's replacement conv1 is a fresh nn.Conv2d: PyTorch's default init.
     x = nn.Conv(64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), use_bias=False,
-                dtype=self.dtype, name='conv1')(x)
+                kernel_init=layers.torch_kernel_init, dtype=self.dtype, name='conv1')(x)
     x = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name,
                          name='bn1')(x, use_running_average=not train)
     x = nn.relu(x)
@@ -95,7 +102,7 @@ class ResNet18(nn.Module):
       count = jnp.maximum(valid.sum(axis=(1, 2)) * x.shape[1], 1).astype(x.dtype)
       x = jnp.where(valid, x, 0).sum(axis=(1, 2)) / count
     # x: (batch, 512)
-    x = nn.Dense(512, dtype=self.dtype, name='fc')(x)
+    x = layers.torch_dense(512, x.shape[-1], dtype=self.dtype, name='fc')(x)
     if self.fc_relu:
       x = nn.relu(x)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
+    return layers.torch_dense(self.num_classes, 512, dtype=self.dtype, name='classifier')(x)

@@ -11,6 +11,10 @@ torchvision's `avgpool` and ImageNet classifier are not used.
 Layer names mirror the PyTorch keys: `features_{N}` carries torchvision's index N in
 `vgg19_bn.features` (conv at N, its BatchNorm at N + 1), so torchvision's `features.N.*` and
 the predecessor's `network.features.{N + 1}.*` (its index 0 was the stem) are renames.
+
+Initialisation (what training without ImageNet weights starts from): torchvision's VGG init
+for its features (kaiming_normal fan_out convs, zero biases; BatchNorm 1 / 0); PyTorch's
+default for the predecessor's own modules (`stem`, attention `dense`, `classifier`).
 """
 from typing import Any
 
@@ -54,12 +58,14 @@ class VGG19Attn(nn.Module):
   def __call__(self, x, train: bool = False, mask=None):
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
     # No activation after the stem: the predecessor's next module is torchvision's conv 0.
-    x = nn.Conv(3, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name='stem')(x)
+    x = layers.torch_conv(3, (3, 3), x.shape[-1], padding=((1, 1), (1, 1)), dtype=self.dtype,
+                          name='stem')(x)
     for index, item in vgg19_layer_indices():
       if item == 'M':
         x = nn.max_pool(x, (2, 2), strides=(2, 2))  # floor mode, like torch's MaxPool2d
       else:
-        x = nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+        x = nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)),
+                    kernel_init=layers.torchvision_conv_init, dtype=self.dtype,
                     name=f'features_{index}')(x)
         x = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name,
                              name=f'features_{index + 1}')(x, use_running_average=not train)
@@ -68,4 +74,5 @@ class VGG19Attn(nn.Module):
     if mask is not None:
       mask = attention_lib.time_mask(mask, x.shape[2], stride=STRIDE)
     x = attention_lib.UAttention(dtype=self.dtype, name='attention')(x, mask=mask)
-    return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)  # (batch, classes)
+    return layers.torch_dense(self.num_classes, x.shape[-1], dtype=self.dtype,
+                              name='classifier')(x)  # (batch, classes)
