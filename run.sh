@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for the README quickstart.
 #   bash run.sh train [extra launch/train.py flags]   set up, build the dataset, train the default experiment
+#                                                     ($CONFIG picks another config file, $WORKDIR the output folder)
 #   bash run.sh test  [extra pytest args]             set up with test dependencies, run the whole test suite
 # Both create (or reuse) a virtual environment in $SER_JAX_VENV (default: .venv) with Python 3.11+.
 set -euo pipefail
@@ -25,7 +26,7 @@ case "$cmd" in
     setup requirements.txt
     # Data location: --data_dir/--manual_dir flags, or RAVDESS_DIR (a folder with the official
     # zips or the extracted Actor_NN/ folders). Without either the builder downloads from Zenodo.
-    exec "$VENV/bin/python" launch/train.py --config=configs/default.py \
+    exec "$VENV/bin/python" launch/train.py --config="${CONFIG:-configs/default.py}" \
       --workdir="${WORKDIR:-workdirs/default}" "$@"
     ;;
   test)

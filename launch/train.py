@@ -35,7 +35,15 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder: checkpoints, rep
 flags.mark_flags_as_required(['workdir'])
 
 
+class _QuietOrbax(std_logging.Filter):
+  """Drops Orbax's per-save INFO lines so the console shows progress and results."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   distributed.maybe_initialize()  # before anything touches a JAX backend
