@@ -7,34 +7,18 @@ final-epoch metrics; 120 epochs (as CNN14). U-attention (lambda 0.3) replaces gl
     python launch/train.py --config=configs/cnn14_attn.py --workdir=workdirs/cnn14_attn
     python launch/train.py --config=configs/cnn14_attn.py:tiny --workdir=/tmp/cnn14_attn_tiny
 """
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default():
-  """configs/default.py, loaded by its path next to this file.
-
-  ml_collections' config_flags loads a config file by path, not as a package module, so
-  `from configs import default` would work only from the repository root; loading by
-  `__file__` works from any working directory and from tests.
-  """
-  path = pathlib.Path(__file__).resolve().parent / 'default.py'
-  spec = importlib.util.spec_from_file_location('ser_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# config_flags loads a config file by path, not as a package module, so default.py is run
+# by its path next to this file (works from any working directory and from tests).
+_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  default = _default()
-  c = default.get_config()
+  c = _DEFAULT['get_config']()
   c.model.name = 'cnn14_attn'
   c.num_epochs = 120
-  if arg == 'tiny':
-    default.apply_tiny(c)
-    # Six 2x2 poolings need at least 64 x 64.
-    c.data.input_shape = (64, 64)
-  elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
-  return c
+  # Six 2x2 poolings need at least 64 x 64.
+  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(64, 64))

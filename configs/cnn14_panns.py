@@ -28,23 +28,17 @@ The 16 kHz checkpoint (`Cnn14_16k_mAP=0.438.pth`) needs the 16 kHz front end:
 `--config.data.name=ravdess/speech_panns16k` (loading it with the 32 kHz features is
 refused with an error).
 """
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default():
-  """configs/default.py, loaded by its path next to this file (works from any cwd)."""
-  path = pathlib.Path(__file__).resolve().parent / 'default.py'
-  spec = importlib.util.spec_from_file_location('ser_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# config_flags loads a config file by path, not as a package module, so default.py is run
+# by its path next to this file (works from any working directory and from tests).
+_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  default = _default()
-  c = default.get_config()
+  c = _DEFAULT['get_config']()
   c.model.name = 'cnn14_panns'
   c.model.num_classes = 8
   c.data.name = 'ravdess/speech_panns32k'
@@ -56,9 +50,5 @@ def get_config(arg=None):
   # fc_audioset (2048 -> 527) becomes the new 2048 -> 8 emotion head.
   c.init.dont_load = ('fc_audioset',)
   c.init.expect_pretrained = True
-  if arg == 'tiny':
-    default.apply_tiny(c)
-    c.data.input_shape = (64, 64)  # five 2x2 poolings leave a 2 x 2 map
-  elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
-  return c
+  # Tiny: five 2x2 poolings leave a 2 x 2 map.
+  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(64, 64))

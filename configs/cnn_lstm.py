@@ -8,34 +8,18 @@ resized to 128 x 256 (the 128 mel bins are the channels of a 1-D signal over 256
     python launch/train.py --config=configs/cnn_lstm.py --workdir=workdirs/cnn_lstm
     python launch/train.py --config=configs/cnn_lstm.py:tiny --workdir=/tmp/cnn_lstm_tiny
 """
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default():
-  """configs/default.py, loaded by its path next to this file.
-
-  ml_collections' config_flags loads a config file by path, not as a package module, so
-  `from configs import default` would work only from the repository root; loading by
-  `__file__` works from any working directory and from tests.
-  """
-  path = pathlib.Path(__file__).resolve().parent / 'default.py'
-  spec = importlib.util.spec_from_file_location('ser_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# config_flags loads a config file by path, not as a package module, so default.py is run
+# by its path next to this file (works from any working directory and from tests).
+_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  default = _default()
-  c = default.get_config()
+  c = _DEFAULT['get_config']()
   c.model.name = 'cnn_lstm'
   c.num_epochs = 140
-  if arg == 'tiny':
-    default.apply_tiny(c)
-    # From scratch any mel count works (it is the conv's input width); two pools need >= 16 steps.
-    c.data.input_shape = (32, 64)
-  elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
-  return c
+  # From scratch any mel count works (it is the conv's input width); two pools need >= 16 steps.
+  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(32, 64))

@@ -7,34 +7,18 @@ final-epoch metrics; 60 epochs for CNN-X.
     python launch/train.py --config=configs/cnnx.py --workdir=workdirs/cnnx
     python launch/train.py --config=configs/cnnx.py:tiny --workdir=/tmp/cnnx_tiny
 """
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default():
-  """configs/default.py, loaded by its path next to this file.
-
-  ml_collections' config_flags loads a config file by path, not as a package module, so
-  `from configs import default` would work only from the repository root; loading by
-  `__file__` works from any working directory and from tests.
-  """
-  path = pathlib.Path(__file__).resolve().parent / 'default.py'
-  spec = importlib.util.spec_from_file_location('ser_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# config_flags loads a config file by path, not as a package module, so default.py is run
+# by its path next to this file (works from any working directory and from tests).
+_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  default = _default()
-  c = default.get_config()
+  c = _DEFAULT['get_config']()
   c.model.name = 'cnnx'
   c.num_epochs = 60
-  if arg == 'tiny':
-    default.apply_tiny(c)
-    # Any input size works from scratch (the flatten size follows the input).
-    c.data.input_shape = (32, 64)
-  elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
-  return c
+  # Any input size works from scratch (the flatten size follows the input).
+  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(32, 64))

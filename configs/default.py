@@ -72,19 +72,33 @@ def get_config(arg=None):
   c.log_every_steps = 10
   c.eval_every_epochs = 1
 
+  return with_variant(c, arg, __file__)
+
+
+def with_variant(c, arg, config_file, tiny_input_shape=None):
+  """Applies the `:arg` variant of `config_file`: None (as is) or 'tiny'; else an error.
+
+  'tiny' is the smoke-test variant: 2 epochs, one fold, small batches and, where the
+  experiment names one, a small input shape its model still accepts.
+  """
   if arg == 'tiny':
-    apply_tiny(c)
+    c.num_epochs = 2
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.folds.which = (0,)
+    c.checkpoint.every_epochs = 1
+    c.log_every_steps = 1
+    if tiny_input_shape is not None:
+      c.data.input_shape = tiny_input_shape
   elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
+    raise ValueError(f'Unknown config variant {arg!r} for {config_file}; known: tiny')
   return c
 
 
-def apply_tiny(c):
-  """Smoke-test variant: 2 epochs, one fold, small batches."""
-  c.num_epochs = 2
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  c.folds.which = (0,)
-  c.checkpoint.every_epochs = 1
-  c.log_every_steps = 1
-  return c
+def top_level_parts(*names):
+  """`init.dont_load` regexes for whole top-level submodules (params and batch_stats).
+
+  Anchored on the first path element, with or without a leading 'params/' or
+  'batch_stats/', so e.g. a 'conv1' inside a residual block never matches 'conv1'.
+  """
+  return tuple(rf'^(params/|batch_stats/)?{n}(/.*)?$' for n in names)

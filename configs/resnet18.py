@@ -13,28 +13,17 @@ Transfer learning: pass the torchvision ImageNet weights file and nothing else,
         --config.init.pretrained=/path/resnet18-f37072fd.pth
     python launch/train.py --config=configs/resnet18.py:tiny --workdir=/tmp/resnet18_tiny
 """
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default():
-  """configs/default.py, loaded by its path next to this file.
-
-  ml_collections' config_flags loads a config file by path, not as a package module, so
-  `from configs import default` would work only from the repository root; loading by
-  `__file__` works from any working directory and from tests.
-  """
-  path = pathlib.Path(__file__).resolve().parent / 'default.py'
-  spec = importlib.util.spec_from_file_location('ser_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# config_flags loads a config file by path, not as a package module, so default.py is run
+# by its path next to this file (works from any working directory and from tests).
+_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  default = _default()
-  c = default.get_config()
+  c = _DEFAULT['get_config']()
   c.model.name = 'resnet18'
   c.num_epochs = 40
   c.init.expect_pretrained = True
@@ -42,13 +31,6 @@ def get_config(arg=None):
   # New parts, initialised fresh: the 1-channel conv1 (the pretrained one takes RGB), fc and
   # the classifier. bn1 stays pretrained. Anchored on the first path element, so the blocks'
   # own conv1 (layerK_M/conv1) is loaded.
-  c.init.dont_load = (r'^(params/|batch_stats/)?conv1(/.*)?$',
-                      r'^(params/|batch_stats/)?fc(/.*)?$',
-                      r'^(params/|batch_stats/)?classifier(/.*)?$')
-  if arg == 'tiny':
-    default.apply_tiny(c)
-    # Overall stride 32: 64 x 64 leaves a 2 x 2 map.
-    c.data.input_shape = (64, 64)
-  elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
-  return c
+  c.init.dont_load = _DEFAULT['top_level_parts']('conv1', 'fc', 'classifier')
+  # Overall stride 32: 64 x 64 leaves a 2 x 2 map.
+  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(64, 64))

@@ -13,28 +13,17 @@ Transfer learning: pass the torchvision ImageNet weights file and nothing else,
         --config.init.pretrained=/path/vgg19_bn-c79401a0.pth
     python launch/train.py --config=configs/vgg19_attn.py:tiny --workdir=/tmp/vgg19_tiny
 """
-import importlib.util
 import pathlib
+import runpy
 
-
-def _default():
-  """configs/default.py, loaded by its path next to this file.
-
-  ml_collections' config_flags loads a config file by path, not as a package module, so
-  `from configs import default` would work only from the repository root; loading by
-  `__file__` works from any working directory and from tests.
-  """
-  path = pathlib.Path(__file__).resolve().parent / 'default.py'
-  spec = importlib.util.spec_from_file_location('ser_jax_configs_default', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+# config_flags loads a config file by path, not as a package module, so default.py is run
+# by its path next to this file (works from any working directory and from tests).
+_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  default = _default()
-  c = default.get_config()
+  c = _DEFAULT['get_config']()
   c.model.name = 'vgg19_attn'
   c.num_epochs = 30
   c.init.expect_pretrained = True
@@ -42,13 +31,6 @@ def get_config(arg=None):
   # New parts, initialised fresh: the 1 -> 3 channel stem, the attention and the classifier.
   # Anchored on the first path element (with or without a leading 'params/' or
   # 'batch_stats/') so that e.g. a 'classifier' deeper in the tree never matches.
-  c.init.dont_load = (r'^(params/|batch_stats/)?stem(/.*)?$',
-                      r'^(params/|batch_stats/)?attention(/.*)?$',
-                      r'^(params/|batch_stats/)?classifier(/.*)?$')
-  if arg == 'tiny':
-    default.apply_tiny(c)
-    # Five 2x2 max-pools: 64 x 64 leaves a 2 x 2 map for the attention.
-    c.data.input_shape = (64, 64)
-  elif arg:
-    raise ValueError(f'Unknown config variant {arg!r} for {__file__}; known: tiny')
-  return c
+  c.init.dont_load = _DEFAULT['top_level_parts']('stem', 'attention', 'classifier')
+  # Five 2x2 max-pools: 64 x 64 leaves a 2 x 2 map for the attention.
+  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(64, 64))
