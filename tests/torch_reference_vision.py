@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from torch_reference import UAttention  # the predecessor's attention, shared by every "+ Attn" model
+
 # torchvision's VGG configuration "E" (vgg19): channel widths, "M" is a 2x2 max-pool.
 VGG19_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M',
              512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M')
@@ -141,28 +143,6 @@ class TorchvisionResNet18(nn.Module):
     return self.fc(x)
 
 
-class TorchUAttention(nn.Module):
-  """U-vector attention pooling (the predecessor's `attention.dense`, `attention.u`).
-
-  e_i = u . tanh(W a_i + b) over every position of the flattened map,
-  alpha = softmax(lambda * e), output sum_i alpha_i a_i.
-  """
-
-  def __init__(self, channels, lambda_=0.3):
-    super().__init__()
-    self.lambda_ = lambda_
-    self.dense = nn.Linear(channels, channels)
-    self.u = nn.Parameter(torch.empty(1, channels))
-    nn.init.xavier_uniform_(self.u)
-
-  def forward(self, x):
-    # (batch, C, H, W) -> (batch, H*W, C)
-    a = torch.flatten(x, 2).transpose(1, 2)
-    e = torch.tanh(self.dense(a)) @ self.u.t()  # (batch, L, 1)
-    alpha = torch.softmax(self.lambda_ * e, dim=1)
-    return (alpha * a).sum(dim=1)  # (batch, C)
-
-
 class _Features(nn.Module):
   """Holds `features` so keys read `network.features.N.*` like the predecessor's."""
 
@@ -182,7 +162,7 @@ class SeedVGG19Attn(nn.Module):
   def __init__(self, num_classes=8):
     super().__init__()
     self.network = _Features(nn.Sequential(_stem(), *vgg19_bn_features()))
-    self.attention = TorchUAttention(512)
+    self.attention = UAttention(512)
     self.classifier = nn.Linear(512, num_classes)
 
   def forward(self, x):
@@ -195,7 +175,7 @@ class SeedAlexNetAttn(nn.Module):
   def __init__(self, num_classes=8):
     super().__init__()
     self.network = _Features(nn.Sequential(_stem(), *alexnet_features()))
-    self.attention = TorchUAttention(256)
+    self.attention = UAttention(256)
     self.classifier = nn.Linear(256, num_classes)
 
   def forward(self, x):
