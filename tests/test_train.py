@@ -336,10 +336,8 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, whole_run):
 # :tiny runs end to end in test_launcher_on_real_clips.
 SMALL_CONFIGS = ('cnn_lstm',)
 # 11M-80M parameters: a checkpoint with Adam's moments is up to ~1 GB, so these run one
-# training step and a full evaluation through the training loop's own Runner. Even so,
-# compiling CNN14's training step took ~5 minutes on a busy 2-core CPU, so they run only
-# with SER_JAX_LARGE_TESTS=1 (on an accelerator or a big CPU machine).
-LARGE_TESTS = bool(os.environ.get('SER_JAX_LARGE_TESTS'))
+# training step and a full evaluation through the training loop's own Runner (about 3
+# minutes for all five on an idle 2-core CPU, most of it compiling CNN14).
 LARGE_CONFIGS = ('cnn14', 'cnn14_attn', 'vgg19_attn', 'alexnet_attn', 'resnet18')
 
 
@@ -373,7 +371,6 @@ def test_small_config_tiny_trains_on_the_tfds_dataset(name, synthetic_data_dir, 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LARGE_TESTS, reason='large models: set SER_JAX_LARGE_TESTS=1')
 @pytest.mark.parametrize('name', LARGE_CONFIGS)
 def test_large_config_tiny_steps_on_the_tfds_dataset(name, synthetic_data_dir):
   """The :tiny variant's train step and evaluation run on TFDS clips (no checkpoint)."""
