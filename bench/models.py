@@ -16,6 +16,10 @@ The two frameworks' steps alternate (one Flax step, one PyTorch step, ...) after
 step each (which includes XLA's compile), and the *median* step time of each is reported,
 so background load on a shared machine hits both alike. Inputs are random: speed does not
 depend on values.
+
+`import ser_jax` switches XLA:CPU's convolutions from YNNPACK to Eigen (ser_jax/xla_cpu.py);
+the header line says whether it did. `SER_JAX_XLA_CPU_FLAGS=0 python bench/models.py` measures
+XLA's default instead.
 """
 import argparse
 import functools
@@ -29,6 +33,8 @@ for _p in (_ROOT, _ROOT / 'tests'):
   if str(_p) not in sys.path:
     sys.path.insert(0, str(_p))
 
+# ser_jax first: its import sets XLA:CPU flags, which must precede any JAX computation.
+import ser_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -155,7 +161,8 @@ def main(argv=None):
 
   print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} '
         f'({torch.get_num_threads()} threads); batch {args.batch_size}, input '
-        f'{args.mels} x {args.frames}, median of {args.steps} steps each')
+        f'{args.mels} x {args.frames}, median of {args.steps} steps each; XLA:CPU conv flag: '
+        f'{ser_jax.XLA_CPU_FLAGS}')
   header = (f'{"model":<14}{"params":>13}{"GFLOPs/ex":>11}{"flax ex/s":>11}'
             f'{"torch ex/s":>12}{"flax/torch":>12}')
   print(header)
