@@ -70,7 +70,7 @@ class AlexNetAttn(nn.Module):
                             name=f'features_{index}')(x)
       x = nn.relu(x)
       if index in POOL_AFTER:
-        x = nn.max_pool(x, (3, 3), strides=(2, 2))  # 'VALID', floor mode like torch
+        x = layers.max_pool(x, (3, 3), (2, 2))  # no padding, floor mode like torch
     # x: (batch, F, T, 256)
     if mask is not None:
       mask = attention_lib.time_mask(mask, x.shape[2], stride=STRIDE)

@@ -114,3 +114,59 @@ class BatchNorm(nn.Module):
     mul = scale * jax.lax.rsqrt(var + self.epsilon)
     add = bias - mean * mul
     return x.astype(self.dtype) * mul.astype(self.dtype) + add.astype(self.dtype)
+
+
+def max_pool(x, window: Sequence[int], strides: Sequence[int],
+             padding: Sequence[tuple[int, int]] | None = None):
+  """Max pooling over the spatial axes of (batch, *spatial, channels), floor mode, -inf pads.
+
+  Same values as `nn.max_pool(x, window, strides, padding)` (max is exact in any order), but
+  computed per axis from reshaped blocks and elementwise maxima instead of XLA's
+  reduce_window, whose gradient (select_and_scatter) is slow on CPU: on a 2-core machine a
+  2x2 pool of a (32, 128, 256, 64) batch took 1.8 s forward + backward against 0.23 s this way
+  (PyTorch: 0.78 s), and a 3x3 stride-2 pool of (32, 64, 128, 64) 0.49 s against 0.14 s.
+
+  Gradient at ties: reduce_window sends it to one of the tied maxima (PyTorch: the first);
+  here it is shared among them (as `jnp.max` does); the total is the same. After a ReLU the
+  usual ties are zeros, whose gradient the ReLU discards either way.
+
+  Each axis needs window <= 2 * stride (true of every pool here); other settings fall back to
+  `nn.max_pool`.
+  """
+  window, strides = tuple(window), tuple(strides)
+  padding = tuple(padding) if padding is not None else ((0, 0),) * len(window)
+  if any(k > 2 * s for k, s in zip(window, strides)):
+    return nn.max_pool(x, window, strides=strides, padding=padding)
+  for axis, (k, s, pad) in enumerate(zip(window, strides, padding), start=1):
+    x = _max_pool_axis(x, axis, k, s, pad)
+  return x
+
+
+def _max_pool_axis(x, axis, k, s, pad):
+  """1-D max pool of window k, stride s (k <= 2 s) along `axis`, with (lo, hi) -inf padding."""
+  n = x.shape[axis] + pad[0] + pad[1]
+  out = (n - k) // s + 1
+  if out < 1:
+    raise ValueError(f'max_pool: axis {axis} of length {x.shape[axis]} (padding {pad}) is '
+                     f'shorter than the window {k}')
+  # Window i covers [s i, s i + k): the first min(k, s) of block i and, when k > s, the first
+  # k - s of block i + 1. So view the axis as blocks of s (trimmed or -inf padded to fit).
+  blocks = out + (1 if k > s else 0)
+  extra = blocks * s - n
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (pad[0], pad[1] + max(extra, 0))
+  if any(widths[axis]):
+    x = jnp.pad(x, widths, constant_values=-jnp.inf)
+  x = jax.lax.slice_in_dim(x, 0, blocks * s, axis=axis)
+  x = x.reshape(x.shape[:axis] + (blocks, s) + x.shape[axis + 1:])  # (..., blocks, s, ...)
+
+  def max_of_first(m):  # max over the first m positions of every block
+    result = jax.lax.index_in_dim(x, 0, axis + 1, keepdims=False)
+    for j in range(1, m):
+      result = jnp.maximum(result, jax.lax.index_in_dim(x, j, axis + 1, keepdims=False))
+    return result
+
+  pooled = jax.lax.slice_in_dim(max_of_first(min(k, s)), 0, out, axis=axis)
+  if k > s:
+    pooled = jnp.maximum(pooled, jax.lax.slice_in_dim(max_of_first(k - s), 1, out + 1, axis=axis))
+  return pooled

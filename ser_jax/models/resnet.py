@@ -86,8 +86,8 @@ class ResNet18(nn.Module):
     x = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name,
                          name='bn1')(x, use_running_average=not train)
     x = nn.relu(x)
-    # Pads with -inf (reduce_window's init value), like torch's MaxPool2d padding.
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    # Pads with -inf, like torch's MaxPool2d padding.
+    x = layers.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     for k, width in enumerate(WIDTHS, start=1):
       for m in range(2):
         stride = 2 if (k > 1 and m == 0) else 1

@@ -62,7 +62,7 @@ class VGG19Attn(nn.Module):
                           name='stem')(x)
     for index, item in vgg19_layer_indices():
       if item == 'M':
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))  # floor mode, like torch's MaxPool2d
+        x = layers.max_pool(x, (2, 2), (2, 2))  # floor mode, like torch's MaxPool2d
       else:
         x = nn.Conv(item, (3, 3), padding=((1, 1), (1, 1)),
                     kernel_init=layers.torchvision_conv_init, dtype=self.dtype,
