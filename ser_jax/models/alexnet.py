@@ -65,9 +65,11 @@ class AlexNetAttn(nn.Module):
     x = layers.torch_conv(3, (3, 3), x.shape[-1], padding=((1, 1), (1, 1)), dtype=self.dtype,
                           name='stem')(x)
     for index, width, kernel, stride, pad in ALEXNET_CONVS:
+      # The stride-4 conv runs on space-to-depth blocks: same values, faster input gradient.
+      conv_fn = layers.space_to_depth_conv if stride > 1 else None
       x = layers.torch_conv(width, (kernel, kernel), x.shape[-1], strides=(stride, stride),
                             padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                            name=f'features_{index}')(x)
+                            conv_general_dilated=conv_fn, name=f'features_{index}')(x)
       x = nn.relu(x)
       if index in POOL_AFTER:
         x = layers.max_pool(x, (3, 3), (2, 2))  # no padding, floor mode like torch

@@ -170,3 +170,48 @@ def _max_pool_axis(x, axis, k, s, pad):
   if k > s:
     pooled = jnp.maximum(pooled, jax.lax.slice_in_dim(max_of_first(k - s), 1, out + 1, axis=axis))
   return pooled
+
+
+def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                        rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                        precision=None, **kwargs):
+  """A strided 2-D convolution computed as a stride-1 one on space-to-depth blocks.
+
+  Drop-in for `lax.conv_general_dilated` in `nn.Conv(conv_general_dilated=...)` (parameters
+  unchanged) for channels-last inputs, equal strides s on both axes and explicit padding.
+  Why: the input gradient of a stride-s convolution is, in XLA, a convolution over an input
+  dilated by s (s - 1 zeros between samples), which XLA:CPU runs slowly: for AlexNet's
+  11x11 stride-4 conv on a (32, 128, 256, 3) batch it took 194 ms, 4.4x the whole forward.
+  Regrouping every s x s block of pixels into channels makes it a stride-1 convolution with a
+  ceil(k / s) kernel over s * s * C channels (the kernel zero-padded from k to a multiple of
+  s: 1.19x the forward FLOPs for 11 -> 12), whose gradients are plain stride-1 convolutions.
+  Out[i] = sum_{a < kb, r < s} block[i + a][r] * W[a s + r] = sum_{t < kb s} x[s i + t] W[t].
+  """
+  del lhs_dilation, rhs_dilation, kwargs  # only plain strided convolutions come here
+  s = window_strides[0]
+  if (len(window_strides) != 2 or window_strides[1] != s or feature_group_count != 1
+      or isinstance(padding, str)):
+    raise ValueError('space_to_depth_conv: needs equal 2-D strides, explicit padding and no '
+                     f'groups; got strides {window_strides}, padding {padding}')
+  batch, channels = lhs.shape[0], lhs.shape[-1]
+  k = rhs.shape[:2]
+  kb = tuple(-(-size // s) for size in k)  # kernel size in blocks
+  lengths = []
+  widths = [(0, 0)]
+  for axis in (0, 1):
+    lo, hi = padding[axis]
+    n = lhs.shape[1 + axis] + lo + hi
+    out = (n - k[axis]) // s + 1
+    need = s * (out - 1 + kb[axis])  # input length the block kernel reads
+    widths.append((lo, hi + max(need - n, 0)))
+    lengths.append(need)
+  widths.append((0, 0))
+  x = jnp.pad(lhs, widths)[:, :lengths[0], :lengths[1]]
+  hb, wb = lengths[0] // s, lengths[1] // s
+  x = x.reshape(batch, hb, s, wb, s, channels).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(batch, hb, wb, s * s * channels)  # (N, H / s, W / s, s s C)
+  w = jnp.pad(rhs, ((0, kb[0] * s - k[0]), (0, kb[1] * s - k[1]), (0, 0), (0, 0)))
+  w = w.reshape(kb[0], s, kb[1], s, channels, -1).transpose(0, 2, 1, 3, 4, 5)
+  w = w.reshape(kb[0], kb[1], s * s * channels, -1)  # (kb, kb, s s C, O)
+  return jax.lax.conv_general_dilated(x, w, (1, 1), 'VALID', dimension_numbers=dimension_numbers,
+                                      precision=precision)

@@ -1,4 +1,6 @@
-"""layers.max_pool: the same values and gradients as nn.max_pool (reduce_window), faster on CPU."""
+"""Layers rewritten for CPU speed give the values and gradients of the ones they replace:
+layers.max_pool (vs nn.max_pool / reduce_window) and layers.space_to_depth_conv (vs a strided
+lax.conv_general_dilated)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -46,3 +48,33 @@ def test_wide_window_falls_back_and_short_axis_is_an_error():
                                 nn.max_pool(x, (5, 5), strides=(2, 2)))
   with pytest.raises(ValueError, match='shorter than the window 3'):
     layers.max_pool(jnp.zeros((1, 2, 8, 1)), (3, 3), (2, 2))
+
+
+@pytest.mark.parametrize('shape, kernel, stride, pad', [
+    ((2, 63, 70, 3), 11, 4, 2),  # AlexNet's features_0, odd leftovers on both axes
+    ((2, 20, 21, 2), 3, 2, 1),
+    ((2, 9, 9, 2), 5, 3, 0),
+    ((1, 8, 8, 1), 4, 4, 0),  # kernel a multiple of the stride: no kernel padding
+])
+def test_space_to_depth_conv_matches_strided_conv(shape, kernel, stride, pad):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, shape[-1], 5)).astype(np.float32))
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  args = ((stride, stride), ((pad, pad), (pad, pad)))
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=numbers)
+  ours = lambda x, w: layers.space_to_depth_conv(x, w, *args, dimension_numbers=numbers)
+  expected = ref(x, w)
+  assert ours(x, w).shape == expected.shape
+  np.testing.assert_allclose(ours(x, w), expected, atol=1e-4, rtol=0)
+  g = jnp.asarray(rng.normal(size=expected.shape).astype(np.float32))
+  for got, want in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(ref, x, w)[1](g)):
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_space_to_depth_conv_rejects_what_it_does_not_do():
+  x, w = jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 2))
+  with pytest.raises(ValueError, match='equal 2-D strides'):
+    layers.space_to_depth_conv(x, w, (2, 1), ((0, 0), (0, 0)))
+  with pytest.raises(ValueError, match='explicit padding'):
+    layers.space_to_depth_conv(x, w, (2, 2), 'SAME')
