@@ -7,7 +7,9 @@ For each model in `ser_jax.models.MODELS` prints:
 - params: trainable parameters of the Flax model (equal to the PyTorch reference's; the
   parity tests check it);
 - GFLOPs/ex: forward FLOPs per example at a (mel, time) = 128 x 256 input, from XLA's cost
-  analysis of the compiled eval-mode forward at batch 1;
+  analysis of the compiled eval-mode forward at batch 1 (as compiled: AlexNet's 11x11 stride-4
+  conv runs as a 3x3 conv on 4x4 space-to-depth blocks, whose zero-padded 12x12 kernel XLA
+  counts, so its figure is 1.19x that conv's true FLOPs);
 - train-step examples/s of the Flax model (jitted step: train-mode forward, softmax
   cross-entropy, backward, Adam lr 1e-4, BatchNorm statistics update) and of the same
   PyTorch reference module from tests/torch_reference*.py (eager, CPU, Adam lr 1e-4), at the
