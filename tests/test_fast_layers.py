@@ -1,6 +1,6 @@
 """Layers rewritten for CPU speed give the values and gradients of the ones they replace:
-layers.max_pool (vs nn.max_pool / reduce_window) and layers.space_to_depth_conv (vs a strided
-lax.conv_general_dilated)."""
+layers.max_pool (vs nn.max_pool / reduce_window), layers.space_to_depth_conv (vs a strided
+lax.conv_general_dilated) and layers.one_channel_conv (vs lax.conv_general_dilated)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -78,3 +78,26 @@ def test_space_to_depth_conv_rejects_what_it_does_not_do():
     layers.space_to_depth_conv(x, w, (2, 1), ((0, 0), (0, 0)))
   with pytest.raises(ValueError, match='explicit padding'):
     layers.space_to_depth_conv(x, w, (2, 2), 'SAME')
+
+
+@pytest.mark.parametrize('shape, kernel, pad', [
+    ((2, 16, 20, 1), (3, 3), (1, 1)),  # the VGG / AlexNet stem
+    ((2, 9, 7, 1), (3, 5), (0, 2)),
+    ((2, 6, 6, 2), (3, 3), (1, 1)),  # 2 channels: falls back to XLA's convolution
+])
+def test_one_channel_conv_matches_conv(shape, kernel, pad):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(*kernel, shape[-1], 3)).astype(np.float32))
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  args = ((1, 1), ((pad[0], pad[0]), (pad[1], pad[1])))
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=numbers)
+  ours = lambda x, w: layers.one_channel_conv(x, w, *args, dimension_numbers=numbers)
+  expected = ref(x, w)
+  np.testing.assert_allclose(ours(x, w), expected, atol=1e-5, rtol=0)
+  g = jnp.asarray(rng.normal(size=expected.shape).astype(np.float32))
+  for got, want in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(ref, x, w)[1](g)):
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  jitted = jax.jit(jax.grad(lambda w: (ours(x, w) ** 2).sum()))  # custom VJP under jit
+  np.testing.assert_allclose(jitted(w), jax.grad(lambda w: (ref(x, w) ** 2).sum())(w),
+                             rtol=1e-5, atol=1e-4)

@@ -63,7 +63,7 @@ class AlexNetAttn(nn.Module):
       raise ValueError(f'AlexNetAttn: input {x.shape[1]} x {x.shape[2]} (mel x time) is too '
                        'small for AlexNet\'s strides; both need at least 63')
     x = layers.torch_conv(3, (3, 3), x.shape[-1], padding=((1, 1), (1, 1)), dtype=self.dtype,
-                          name='stem')(x)
+                          conv_general_dilated=layers.one_channel_conv, name='stem')(x)
     for index, width, kernel, stride, pad in ALEXNET_CONVS:
       # The stride-4 conv runs on space-to-depth blocks: same values, faster input gradient.
       conv_fn = layers.space_to_depth_conv if stride > 1 else None

@@ -59,7 +59,7 @@ class VGG19Attn(nn.Module):
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
     # No activation after the stem: the predecessor's next module is torchvision's conv 0.
     x = layers.torch_conv(3, (3, 3), x.shape[-1], padding=((1, 1), (1, 1)), dtype=self.dtype,
-                          name='stem')(x)
+                          conv_general_dilated=layers.one_channel_conv, name='stem')(x)
     for index, item in vgg19_layer_indices():
       if item == 'M':
         x = layers.max_pool(x, (2, 2), (2, 2))  # floor mode, like torch's MaxPool2d
