@@ -78,6 +78,8 @@ def test_space_to_depth_conv_rejects_what_it_does_not_do():
     layers.space_to_depth_conv(x, w, (2, 1), ((0, 0), (0, 0)))
   with pytest.raises(ValueError, match='explicit padding'):
     layers.space_to_depth_conv(x, w, (2, 2), 'SAME')
+  with pytest.raises(ValueError, match='no dilation'):
+    layers.space_to_depth_conv(x, w, (2, 2), ((0, 0), (0, 0)), rhs_dilation=(2, 2))
 
 
 @pytest.mark.parametrize('shape, kernel, pad', [

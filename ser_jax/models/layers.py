@@ -189,12 +189,14 @@ def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
   s: 1.19x the forward FLOPs for 11 -> 12), whose gradients are plain stride-1 convolutions.
   Out[i] = sum_{a < kb, r < s} block[i + a][r] * W[a s + r] = sum_{t < kb s} x[s i + t] W[t].
   """
-  del lhs_dilation, rhs_dilation, kwargs  # only plain strided convolutions come here
+  del kwargs  # Flax passes no other options for a plain nn.Conv
   s = window_strides[0]
+  dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
   if (len(window_strides) != 2 or window_strides[1] != s or feature_group_count != 1
-      or isinstance(padding, str)):
-    raise ValueError('space_to_depth_conv: needs equal 2-D strides, explicit padding and no '
-                     f'groups; got strides {window_strides}, padding {padding}')
+      or isinstance(padding, str) or dilated):
+    raise ValueError('space_to_depth_conv: needs equal 2-D strides, explicit padding, no '
+                     f'dilation and no groups; got strides {window_strides}, padding {padding}, '
+                     f'dilations {lhs_dilation} / {rhs_dilation}, groups {feature_group_count}')
   batch, channels = lhs.shape[0], lhs.shape[-1]
   k = rhs.shape[:2]
   kb = tuple(-(-size // s) for size in k)  # kernel size in blocks
