@@ -174,6 +174,11 @@ def _max_pool_axis(x, axis, k, s, pad):
   return pooled
 
 
+def _undilated(lhs_dilation, rhs_dilation):
+  """True when neither dilation (None or a tuple, as lax takes them) dilates anything."""
+  return all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+
+
 def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                         precision=None, **kwargs):
@@ -191,9 +196,8 @@ def space_to_depth_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """
   del kwargs  # Flax passes no other options for a plain nn.Conv
   s = window_strides[0]
-  dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
   if (len(window_strides) != 2 or window_strides[1] != s or feature_group_count != 1
-      or isinstance(padding, str) or dilated):
+      or isinstance(padding, str) or not _undilated(lhs_dilation, rhs_dilation)):
     raise ValueError('space_to_depth_conv: needs equal 2-D strides, explicit padding, no '
                      f'dilation and no groups; got strides {window_strides}, padding {padding}, '
                      f'dilations {lhs_dilation} / {rhs_dilation}, groups {feature_group_count}')
@@ -235,7 +239,7 @@ def one_channel_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_d
   """
   plain = (lhs.shape[-1] == 1 and all(s == 1 for s in window_strides)
            and feature_group_count == 1 and not isinstance(padding, str)
-           and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))
+           and _undilated(lhs_dilation, rhs_dilation))
   if not plain:  # e.g. a multi-channel input: XLA's convolution, unchanged
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
