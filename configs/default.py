@@ -41,6 +41,11 @@ def get_config(arg=None):
   c.folds.seed = 351  # for 'kfold'
   c.folds.which = ()  # fold indices to run; () runs all
   c.folds.test_actors = ()  # explicit held-out actors (overrides scheme) for a single custom fold
+  # Recipe selection without the test actors: > 0 holds out this many of each fold's
+  # training actors (gender-balanced, fixed by validation_seed; splits.validation_fold),
+  # trains on the rest and reports on them. The fold's test actors are not used at all.
+  c.folds.validation_actors = 0
+  c.folds.validation_seed = 0
 
   c.batch_size = 32  # global, across all devices and hosts
   c.eval_batch_size = 64

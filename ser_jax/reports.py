@@ -291,6 +291,9 @@ def _protocol_line(config: Any) -> str:
   custom = g('folds.test_actors')
   folds = (f"held-out actors {', '.join(str(a) for a in custom)}" if custom
            else f"folds `{g('folds.scheme', '?')}`")
+  if g('folds.validation_actors'):
+    folds += (f" (VALIDATION: {g('folds.validation_actors')} of each fold's training actors "
+              f"held out, validation_seed {g('folds.validation_seed', 0)}; test actors unused)")
   return (f"Protocol: data `{g('data.name', '?')}`, input {shape} ({g('data.crop_mode', '?')}), "
           f"{folds}, {g('num_epochs', '?')} epochs, batch "
           f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "

@@ -10,6 +10,9 @@ all clips in one `train` split; the input pipeline keeps the clips whose `actor`
   (a `RandomState(seed)` permutation cut into k consecutive chunks, the first
   `n % k` chunks one larger), so `kfold(4, 351)` gives the predecessor's folds.
 - `leave_one_actor_out()`: 24 folds, each testing on one actor.
+- `validation_fold(fold, n, seed)`: for choosing recipes without the test actors: `n` of
+  the fold's training actors become the held-out set, the rest train, and the fold's test
+  actors are left out entirely.
 """
 
 import dataclasses
@@ -105,3 +108,36 @@ def kfold(k: int, seed: int, actors: Sequence[int] = ACTORS) -> list[Fold]:
 def leave_one_actor_out(actors: Sequence[int] = ACTORS) -> list[Fold]:
   """One fold per actor, testing on that actor alone."""
   return [_make_fold((a,), actors) for a in sorted(actors)]
+
+
+def validation_fold(fold: Fold, num_actors: int, seed: int = 0) -> Fold:
+  """Holds out `num_actors` of `fold`'s training actors as validation.
+
+  The returned fold trains on the remaining training actors and "tests" on the held-out
+  ones; `fold.test` is in neither side, so a choice made on it never sees the reported
+  test actors. The choice is fixed and gender-balanced: walking the training actors in the
+  order of `np.random.RandomState(seed).permutation`, it takes the first ceil(n/2) male
+  (odd) and floor(n/2) female (even) actors.
+
+  Args:
+    fold: a speaker-independent fold.
+    num_actors: how many training actors to hold out, 1 <= n < len(fold.train).
+    seed: seed of the permutation.
+
+  Returns:
+    Fold(train=fold.train minus the held-out actors, test=the held-out actors).
+  """
+  train = tuple(sorted(fold.train))
+  if not 1 <= num_actors < len(train):
+    raise ValueError(f"validation_fold: num_actors={num_actors} must be between 1 and "
+                     f"{len(train) - 1} (the fold trains on {len(train)} actors)")
+  want = {1: (num_actors + 1) // 2, 0: num_actors // 2}  # actor % 2 -> count (1 = male)
+  held = []
+  for a in np.random.RandomState(seed).permutation(train):
+    if want[a % 2] > 0:
+      want[a % 2] -= 1
+      held.append(int(a))
+  if len(held) != num_actors:
+    raise ValueError(f"validation_fold: the fold's training actors {list(train)} do not "
+                     f"have {num_actors} actors in a gender-balanced split")
+  return _make_fold(held, train)

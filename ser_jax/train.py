@@ -126,6 +126,10 @@ def get_folds(config) -> list[tuple[int, splits.Fold]]:
                      f'0..{len(folds) - 1}')
   for i in which:
     splits.check_fold(folds[i])
+  n_val = int(fc.get('validation_actors', 0) or 0)
+  if n_val:
+    seed = int(fc.get('validation_seed', 0))
+    return [(i, splits.validation_fold(folds[i], n_val, seed)) for i in which]
   return [(i, folds[i]) for i in which]
 
 

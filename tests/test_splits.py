@@ -63,3 +63,21 @@ def test_kfold_bad_k():
     splits.kfold(1, 0)
   with pytest.raises(ValueError, match="k=25"):
     splits.kfold(25, 0)
+
+
+def test_validation_fold_holds_out_training_actors_only():
+  for fold in splits.predecessor_folds():
+    val = splits.validation_fold(fold, 3, seed=0)
+    assert set(val.train) | set(val.test) == set(fold.train)
+    assert not set(val.test) & set(fold.test) and not set(val.train) & set(fold.test)
+    assert len(val.test) == 3 and sum(a % 2 for a in val.test) == 2  # 2 male, 1 female
+    assert splits.validation_fold(fold, 3, seed=0) == val  # fixed
+  assert splits.validation_fold(splits.predecessor_folds()[0], 4, seed=1) != \
+      splits.validation_fold(splits.predecessor_folds()[0], 4, seed=0)
+
+
+def test_validation_fold_rejects_bad_sizes():
+  fold = splits.predecessor_folds()[0]
+  for n in (0, 18):
+    with pytest.raises(ValueError, match='num_actors'):
+      splits.validation_fold(fold, n)

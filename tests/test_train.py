@@ -202,6 +202,16 @@ def test_fold_errors():
   assert all(len(f.train) == 18 for _, f in folds)
 
 
+def test_validation_folds_never_use_test_actors():
+  config = tiny_config(**{'folds.test_actors': (), 'folds.which': (),
+                          'folds.validation_actors': 3})
+  val_folds = train.get_folds(config)
+  for (_, full), (_, val) in zip(train.get_folds(
+      tiny_config(**{'folds.test_actors': (), 'folds.which': ()})), val_folds):
+    assert len(val.train) == 15 and len(val.test) == 3
+    assert set(val.train) | set(val.test) == set(full.train)  # test actors in neither
+
+
 def test_unknown_model_and_parallel_errors(tmp_path):
   with pytest.raises(ValueError, match=r"Unknown model 'nope'.*cnnx"):
     train.train_and_evaluate(tiny_config(**{'model.name': 'nope'}), tmp_path,
