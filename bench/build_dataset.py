@@ -33,7 +33,7 @@ from tfds_ravdess import sources
 
 _WAV_DIR = flags.DEFINE_string("wav_dir", None, "RAVDESS Actor_NN/ folders (or zips).",
                                required=True)
-_CONFIG = flags.DEFINE_string("config", "speech_seed48k", "ravdess builder config.")
+_CONFIG = flags.DEFINE_string("config", "speech_predecessor48k", "ravdess builder config.")
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Feature processes for the build (default: all CPUs).")
 _LIMIT = flags.DEFINE_integer("limit", 0, "Use only the first N files (0: all).")
@@ -91,7 +91,7 @@ def main(argv):
   with threadpoolctl.threadpool_limits(1, user_api="blas"):
     results["predecessor loop (librosa, 1 BLAS thread)"] = _timed(
         _predecessor_loop, paths)
-  if frontend_name == "seed48k":
+  if frontend_name == "predecessor48k":
     results["our front end alone (1 process)"] = _timed(
         _ours_single_process, paths, frontend)
 

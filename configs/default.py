@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.model.kwargs = ml_collections.ConfigDict()  # extra constructor arguments, model specific
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'ravdess/speech_seed48k'  # TFDS name/config
+  c.data.name = 'ravdess/speech_predecessor48k'  # TFDS name/config
   c.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # RAVDESS zips or Actor_NN/ folders; None: $RAVDESS_DIR
   c.data.download = True  # build the dataset (downloading if needed) when it is not prepared yet

@@ -9,9 +9,9 @@ A training run's checkpoints (its config is read from the workdir):
 Imported weights (a directory from launch/import_weights.py, or a .pth with its converter in
 `--config.init.source`); the model and features come from `--config`:
 
-  python launch/evaluate.py --config=configs/cnnx.py --weights=imported/seed_cnnx --fold=0
+  python launch/evaluate.py --config=configs/cnnx.py --weights=imported/predecessor_cnnx --fold=0
   python launch/evaluate.py --config=configs/cnnx.py --weights=cnnx.pth \
-      --config.init.source=seed_cnnx --actors=all
+      --config.init.source=predecessor_cnnx --actors=all
 
 Prints accuracy, macro precision/recall/F1 (the predecessor's table) and the per-class
 report, and writes the report files of `ser_jax.reports.write_fold_report` into

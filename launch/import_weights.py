@@ -1,7 +1,7 @@
 r"""Imports a PyTorch checkpoint (.pth/.pt) into a Flax model and saves it for ser-jax.
 
   # The predecessor's own trained CNN-X:
-  python launch/import_weights.py --checkpoint=cnnx_fold0.pth --source=seed_cnnx \
+  python launch/import_weights.py --checkpoint=cnnx_fold0.pth --source=predecessor_cnnx \
       --model=cnnx --output=imported/cnnx_fold0
   # PANNs CNN14 (32 kHz) with a new 8-class head:
   python launch/import_weights.py --checkpoint='Cnn14_mAP=0.431.pth' --source=panns_cnn14 \
@@ -44,7 +44,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=False)
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The .pth/.pt file (torch.save).')
 _SOURCE = flags.DEFINE_string('source', None, 'Converter (ser_jax.convert.SOURCES), e.g. '
-                              'panns_cnn14, torchvision_vgg19_bn, seed_cnnx.')
+                              'panns_cnn14, torchvision_vgg19_bn, predecessor_cnnx.')
 _MODEL = flags.DEFINE_string('model', None, 'Registry model name (ser_jax.models), e.g. '
                              'cnn14_panns, vgg19_attn, cnnx.')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 8, 'Output classes of --model.')
@@ -53,7 +53,7 @@ _DONT_LOAD = flags.DEFINE_list('dont_load', [], 'Regexes (re.search) of variable
                                "like 'params/classifier/kernel' that keep their fresh "
                                'initialisation: a new head or stem.')
 _FRONTEND = flags.DEFINE_string('frontend', None, 'Front end the model will see '
-                                '(ser_jax.features: seed48k, panns32k, panns16k); PANNs '
+                                '(ser_jax.features: predecessor48k, panns32k, panns16k); PANNs '
                                 'checkpoints are checked against it. Default for PANNs '
                                 'sources: panns32k.')
 _INPUT_SHAPE = flags.DEFINE_list('input_shape', None, 'mel,time used to initialise the '

@@ -3,12 +3,12 @@ r"""Predicts the emotion of wav files with a trained checkpoint or imported weig
   python launch/predict.py --workdir=workdirs/cnnx clip.wav other.wav
   python launch/predict.py --workdir=workdirs/cnnx --fold=2 recordings/      # a folder
   python launch/predict.py --workdir=workdirs/cnnx 'data/**/*.wav' --format=json
-  python launch/predict.py --config=configs/cnnx.py --weights=imported/seed_cnnx clip.wav
+  python launch/predict.py --config=configs/cnnx.py --weights=imported/predecessor_cnnx clip.wav
 
 Inputs: files, folders (searched recursively for `--pattern`, default `*.wav`, any case)
 and glob patterns (quote them; `**` recurses). Audio of any sample rate, channel count and
 length is decoded, downmixed and resampled to the model's front end (`config.data.name`,
-e.g. `ravdess/speech_seed48k` -> the 48 kHz 128-mel front end of `ser_jax.features`), then
+e.g. `ravdess/speech_predecessor48k` -> the 48 kHz 128-mel front end of `ser_jax.features`), then
 goes through the same input transform as training's evaluation (`ser_jax.input_pipeline`:
 bilinear resize to `config.data.input_shape`, or centre crop / pad with a mask).
 
@@ -120,7 +120,7 @@ def extract_features(files: Sequence[pathlib.Path], frontend
 
 
 def frontend_for(config):
-  """The `ser_jax.features` front end of `config.data.name` (e.g. '..._seed48k')."""
+  """The `ser_jax.features` front end of `config.data.name` (e.g. '..._predecessor48k')."""
   from ser_jax import features  # pylint: disable=g-import-not-at-top
   from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
   name = pretrained.frontend_name(config.data.name)

@@ -1,6 +1,6 @@
 """PyTorch state_dict -> Flax variables, one readable rename table per source.
 
-    variables = convert(state_dict, 'seed_cnn14_attn')  # {'params': ..., 'batch_stats': ...}
+    variables = convert(state_dict, 'predecessor_cnn14_attn')  # {'params': ..., 'batch_stats': ...}
 
 `state_dict` is a flat `dict[str, np.ndarray]` (torch key -> array; reading .pth files without
 PyTorch is `ser_jax.pretrained`'s job). A source's table is a list of `Rule`s: the *module
@@ -63,25 +63,25 @@ PANNS_CNN14 = [
 ]
 
 # The predecessor's CNN14 (global-average head) and CNN14 + U-attention.
-SEED_CNN14 = [
+PREDECESSOR_CNN14 = [
     Rule(r'conv_layer(\d)\.(conv[12]|bn[12])', r'conv_block\1/\2'),
     Rule(r'fc_layer\.0', 'fc_layer'),
     Rule(r'classifier', 'classifier'),
 ]
-SEED_CNN14_ATTN = SEED_CNN14 + [
+PREDECESSOR_CNN14_ATTN = PREDECESSOR_CNN14 + [
     Rule(r'attention\.dense', 'attention/dense'),
     Rule(r'attention', 'attention', kind='raw'),  # attention.u (1, C)
 ]
 
 # The predecessor's CNN-X.
-SEED_CNNX = [
+PREDECESSOR_CNNX = [
     Rule(r'conv([123])\.0', r'conv\1'),
     Rule(r'fc_layer([12])\.0', r'fc_layer\1'),
     Rule(r'fc_layer3', 'fc_layer3'),
 ]
 
 # The predecessor's 1D CNN-LSTM.
-SEED_CNN_LSTM = [
+PREDECESSOR_CNN_LSTM = [
     Rule(r'conv_layer([123])\.0', r'conv_layer\1'),
     Rule(r'LSTM', 'lstm', kind='lstm'),
     Rule(r'classifier', 'classifier'),
@@ -113,23 +113,23 @@ TORCHVISION_RESNET18 = [
 # rule per weighted index).
 _VGG19_BN_CONVS = (0, 3, 7, 10, 14, 17, 20, 23, 27, 30, 33, 36, 40, 43, 46, 49)
 _ALEXNET_CONVS = (0, 3, 6, 8, 10)
-_SEED_ATTN_HEAD = [
+_PREDECESSOR_ATTN_HEAD = [
     Rule(r'attention\.dense', 'attention/dense'),
     Rule(r'attention', 'attention', kind='raw'),  # attention.u (1, C)
     Rule(r'classifier', 'classifier'),
 ]
-SEED_VGG19_ATTN = ([Rule(r'network\.features\.0', 'stem')] +
+PREDECESSOR_VGG19_ATTN = ([Rule(r'network\.features\.0', 'stem')] +
                    [Rule(rf'network\.features\.{n + 1}', f'features_{n}')
                     for conv in _VGG19_BN_CONVS for n in (conv, conv + 1)] +  # conv, its BN
-                   _SEED_ATTN_HEAD)
-SEED_ALEXNET_ATTN = ([Rule(r'network\.features\.0', 'stem')] +
+                   _PREDECESSOR_ATTN_HEAD)
+PREDECESSOR_ALEXNET_ATTN = ([Rule(r'network\.features\.0', 'stem')] +
                      [Rule(rf'network\.features\.{n + 1}', f'features_{n}')
                       for n in _ALEXNET_CONVS] +
-                     _SEED_ATTN_HEAD)
+                     _PREDECESSOR_ATTN_HEAD)
 
 # The predecessor's ResNet18: torchvision's resnet18 under `network.` with a 1-channel conv1
 # and fc 512 -> 512, then `classifier`.
-SEED_RESNET18 = [
+PREDECESSOR_RESNET18 = [
     Rule(r'network\.(conv1|bn1|fc)', r'\1'),
     Rule(r'network\.layer([1-4])\.([01])\.(conv[12]|bn[12])', r'layer\1_\2/\3'),
     Rule(r'network\.layer([1-4])\.([01])\.downsample\.([01])', r'layer\1_\2/downsample_\3'),
@@ -138,16 +138,16 @@ SEED_RESNET18 = [
 
 SOURCES: dict[str, list[Rule]] = {
     'panns_cnn14': PANNS_CNN14,
-    'seed_cnn14': SEED_CNN14,
-    'seed_cnn14_attn': SEED_CNN14_ATTN,
-    'seed_cnnx': SEED_CNNX,
-    'seed_cnn_lstm': SEED_CNN_LSTM,
+    'predecessor_cnn14': PREDECESSOR_CNN14,
+    'predecessor_cnn14_attn': PREDECESSOR_CNN14_ATTN,
+    'predecessor_cnnx': PREDECESSOR_CNNX,
+    'predecessor_cnn_lstm': PREDECESSOR_CNN_LSTM,
     'torchvision_vgg19_bn': TORCHVISION_VGG19_BN,
     'torchvision_alexnet': TORCHVISION_ALEXNET,
     'torchvision_resnet18': TORCHVISION_RESNET18,
-    'seed_vgg19_attn': SEED_VGG19_ATTN,
-    'seed_alexnet_attn': SEED_ALEXNET_ATTN,
-    'seed_resnet18': SEED_RESNET18,
+    'predecessor_vgg19_attn': PREDECESSOR_VGG19_ATTN,
+    'predecessor_alexnet_attn': PREDECESSOR_ALEXNET_ATTN,
+    'predecessor_resnet18': PREDECESSOR_RESNET18,
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def convert(state_dict, source):
 
   Args:
     state_dict: torch key -> array (numpy or anything `np.asarray` accepts).
-    source: a key of `SOURCES`, e.g. 'panns_cnn14', 'seed_cnnx'.
+    source: a key of `SOURCES`, e.g. 'panns_cnn14', 'predecessor_cnnx'.
 
   Returns:
     {'params': nested dict, 'batch_stats': nested dict} of numpy arrays (floating arrays as

@@ -11,7 +11,7 @@ computed with a float32 STFT and a cached sparse Slaney mel filterbank. It repro
 2-4x faster than librosa (scipy's float32 FFT, a cached sparse mel filterbank).
 
 Front ends (the facts are in the project's REFERENCE notes):
-- `seed48k`: the predecessor's: 48 kHz, n_fft 2048, window 1920, hop 480, 128 mels,
+- `predecessor48k`: the predecessor's: 48 kHz, n_fft 2048, window 1920, hop 480, 128 mels,
   fmin 0, fmax 24000, librosa's default constant (zero) padding, dB relative to the
   clip's maximum with top_db 80, so values lie in [-80, 0].
 - `panns32k`: PANNs CNN14 (32 kHz): n_fft = window 1024, hop 320, 64 mels, 50-14000 Hz,
@@ -60,8 +60,8 @@ class FrontEnd:
 
 
 FRONTENDS: dict[str, FrontEnd] = {
-    "seed48k": FrontEnd(
-        name="seed48k", sample_rate=48000, n_fft=2048, win_length=1920,
+    "predecessor48k": FrontEnd(
+        name="predecessor48k", sample_rate=48000, n_fft=2048, win_length=1920,
         hop_length=480, n_mels=128, fmin=0.0, fmax=24000.0, ref="max",
         amin=1e-10, top_db=80.0, pad_mode="constant"),
     "panns32k": FrontEnd(
@@ -184,7 +184,7 @@ def _mel_basis(frontend: FrontEnd) -> scipy.sparse.csr_matrix:
   """`mel_filterbank`, kept sparse.
 
   Each FFT bin feeds at most two filters (~2k of 131k entries are non-zero for
-  seed48k), so a sparse product is ~50x less work than the dense one and needs no
+  predecessor48k), so a sparse product is ~50x less work than the dense one and needs no
   BLAS threads (OpenBLAS's spinning threads make dense 20x slower on a busy machine).
   """
   return scipy.sparse.csr_matrix(mel_filterbank(frontend))

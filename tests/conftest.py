@@ -4,8 +4,8 @@
 has one; tests that need it skip cleanly otherwise. Set RAVDESS_MINI_DIR to use another copy.
 
 Built datasets (session-scoped, built once; each returns a TFDS `data_dir` str holding
-`ravdess/speech_seed48k`; read with
-`tfds.data_source('ravdess/speech_seed48k', split='train', data_dir=...)`):
+`ravdess/speech_predecessor48k`; read with
+`tfds.data_source('ravdess/speech_predecessor48k', split='train', data_dir=...)`):
 - `synthetic_data_dir`: 64 synthetic clips (actors 1-8 x emotions 1-8, 0.5 s, 48 kHz,
   see tests/synthetic.py) whose pitch identifies the emotion, so a model can fit them.
 - `mini_data_dir`: the 240 real clips of `ravdess_mini` (skips when absent; ~20 s build).
@@ -42,7 +42,7 @@ def synthetic_data_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("ravdess_synthetic")
   synthetic.write_synthetic_ravdess(root / "wavs", actors=range(1, 9),
                                     emotions=range(1, 9), seconds=0.5)
-  synthetic.build_ravdess(root / "wavs", root / "tfds", "speech_seed48k")
+  synthetic.build_ravdess(root / "wavs", root / "tfds", "speech_predecessor48k")
   return str(root / "tfds")
 
 
@@ -50,5 +50,5 @@ def synthetic_data_dir(tmp_path_factory):
 def mini_data_dir(ravdess_mini, tmp_path_factory):
   import synthetic  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp("ravdess_mini_tfds")
-  synthetic.build_ravdess(ravdess_mini, root, "speech_seed48k", num_workers=2)
+  synthetic.build_ravdess(ravdess_mini, root, "speech_predecessor48k", num_workers=2)
   return str(root)

@@ -99,7 +99,7 @@ def write_synthetic_ravdess(
 
 
 def build_ravdess(wav_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                  config: str = "speech_seed48k", num_workers: int = 0):
+                  config: str = "speech_predecessor48k", num_workers: int = 0):
   """Builds `ravdess/<config>` into `data_dir` from `wav_dir`; returns the builder."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import

@@ -55,10 +55,10 @@ def test_formula_matches_numpy():
 
 
 def test_matches_torch_reference():
-  """The predecessor's torch attention, converted with the seed_cnn14_attn table."""
+  """The predecessor's torch attention, converted with the predecessor_cnn14_attn table."""
   ref = tr.randomize(tr.UAttention(C), seed=5)
   sd = {f'attention.{k}': v for k, v in tr.state_dict_numpy(ref).items()}
-  params = convert_lib.convert(sd, 'seed_cnn14_attn')['params']['attention']
+  params = convert_lib.convert(sd, 'predecessor_cnn14_attn')['params']['attention']
   x = _map((2, 3, 4, C), seed=1)
   with torch.no_grad():
     # torch takes (batch, C, F, T)

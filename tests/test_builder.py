@@ -14,7 +14,7 @@ import tfds_ravdess  # pylint: disable=unused-import
 from ser_jax import features
 from tfds_ravdess import sources
 
-CONFIG = "speech_seed48k"
+CONFIG = "speech_predecessor48k"
 
 
 def _read_all(data_dir, config=CONFIG):
@@ -37,7 +37,7 @@ def test_registered_configs():
   builder_cls = tfds.builder_cls("ravdess")
   names = [c.name for c in builder_cls.BUILDER_CONFIGS]
   assert names == [f"{s}_{f}" for s in ("speech", "song", "all")
-                   for f in ("seed48k", "panns32k", "panns16k")]
+                   for f in ("predecessor48k", "panns32k", "panns16k")]
   assert builder_cls.DEFAULT_CONFIG_NAME == CONFIG
   b = tfds.builder("ravdess/song_panns16k", data_dir="/nonexistent-unused")
   assert b.info.features["log_mel"].shape == (64, None)
@@ -61,7 +61,7 @@ def test_synthetic_build_contents(synthetic_data_dir, tmp_path):
   # The stored log-mel is the front end applied to the clip: mel-major, float32.
   wav = tmp_path / "clip.wav"
   sf.write(wav, synthetic.synthetic_clip(5, 4, 0.5, 48000), 48000, subtype="PCM_16")
-  want = features.log_mel(features.load_audio(wav, 48000), "seed48k")
+  want = features.log_mel(features.load_audio(wav, 48000), "predecessor48k")
   assert ex["log_mel"].dtype == np.float32
   assert ex["log_mel"].shape == (128, int(ex["num_frames"])) == want.shape
   np.testing.assert_allclose(ex["log_mel"], want, atol=1e-3)
@@ -150,9 +150,9 @@ def test_reads_official_zip(tmp_path):
   found = sources.find_sources(root, "speech")
   assert [s.member for s in found] == ["Actor_01/03-01-02-01-01-01-01.wav",
                                        "Actor_02/03-01-02-01-01-01-02.wav"]
-  _, values, _ = sources.extract(found[1], "seed48k")
+  _, values, _ = sources.extract(found[1], "predecessor48k")
   want = features.log_mel(features.load_audio(
-      tmp_path / "x" / found[1].member, 48000), "seed48k")
+      tmp_path / "x" / found[1].member, 48000), "predecessor48k")
   np.testing.assert_array_equal(values["log_mel"], want)
 
 
@@ -222,7 +222,7 @@ def test_resample_and_downmix_logged(tmp_path, caplog):
   assert "resampled 44100 Hz to 48000 Hz" in caplog.text
   (ex,) = _read_all(tmp_path / "tfds")
   path = wavs / "Actor_03" / "03-01-04-01-01-01-03.wav"
-  want = features.log_mel(features.load_audio(path, 48000), "seed48k")
+  want = features.log_mel(features.load_audio(path, 48000), "predecessor48k")
   np.testing.assert_allclose(ex["log_mel"], want, atol=1e-4)
   assert ex["duration"] == pytest.approx(0.3, abs=1e-4)
 

@@ -34,7 +34,7 @@ def test_predecessor_protocol(name):
   assert c.model.name == name
   assert c.num_epochs == EPOCHS[name]
   assert c.model.num_classes == 8
-  assert c.data.name == 'ravdess/speech_seed48k'  # 128 mels, 48 kHz, speech only
+  assert c.data.name == 'ravdess/speech_predecessor48k'  # 128 mels, 48 kHz, speech only
   assert tuple(c.data.input_shape) == (128, 256)
   assert c.data.crop_mode == 'resize'
   assert not c.data.specaugment.enabled and c.data.mixup_alpha == 0

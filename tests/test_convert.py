@@ -25,7 +25,7 @@ def test_layouts_and_names():
       'fc_layer.0.weight': _r(5, 4),  # (out, in)
       'fc_layer.0.bias': _r(5),
   }
-  v = convert(sd, 'seed_cnn14')
+  v = convert(sd, 'predecessor_cnn14')
   p, s = v['params'], v['batch_stats']
   np.testing.assert_array_equal(p['conv_block1']['conv1']['kernel'],
                                 sd['conv_layer1.conv1.weight'].transpose(2, 3, 1, 0))
@@ -49,7 +49,7 @@ def test_conv1d_and_lstm_gate_split():
       'LSTM.bias_ih_l0': _r(4 * h),
       'LSTM.bias_hh_l0': _r(4 * h),
   }
-  p = convert(sd, 'seed_cnn_lstm')['params']
+  p = convert(sd, 'predecessor_cnn_lstm')['params']
   np.testing.assert_array_equal(p['conv_layer2']['kernel'],
                                 sd['conv_layer2.0.weight'].transpose(2, 1, 0))
   for k, gate in enumerate('ifgo'):  # PyTorch row blocks: input, forget, cell, output
@@ -60,13 +60,13 @@ def test_conv1d_and_lstm_gate_split():
     np.testing.assert_array_equal(p['lstm'][f'h{gate}']['kernel'],
                                   sd['LSTM.weight_hh_l0'][rows].T)
     np.testing.assert_array_equal(p['lstm'][f'h{gate}']['bias'], sd['LSTM.bias_hh_l0'][rows])
-  assert 'batch_stats' not in convert(sd, 'seed_cnn_lstm')
+  assert 'batch_stats' not in convert(sd, 'predecessor_cnn_lstm')
 
 
 def test_attention_u_is_copied_raw():
   sd = {'attention.u': _r(1, 8), 'attention.dense.weight': _r(8, 8),
         'attention.dense.bias': _r(8)}
-  p = convert(sd, 'seed_cnn14_attn')['params']['attention']
+  p = convert(sd, 'predecessor_cnn14_attn')['params']['attention']
   np.testing.assert_array_equal(p['u'], sd['attention.u'])
   np.testing.assert_array_equal(p['dense']['kernel'], sd['attention.dense.weight'].T)
 
@@ -83,23 +83,23 @@ def test_panns_front_end_buffers_are_dropped():
 def test_unknown_keys_raise_listing_them():
   sd = {'conv1.0.weight': _r(8, 1, 3, 3), 'conv9.0.weight': _r(1), 'extra.thing': _r(2)}
   with pytest.raises(ValueError, match=re.escape("['conv9.0.weight', 'extra.thing']")):
-    convert(sd, 'seed_cnnx')
+    convert(sd, 'predecessor_cnnx')
 
 
 def test_attention_keys_rejected_by_plain_cnn14():
   with pytest.raises(ValueError, match='attention.u'):
-    convert({'attention.u': _r(1, 8)}, 'seed_cnn14')
+    convert({'attention.u': _r(1, 8)}, 'predecessor_cnn14')
 
 
 def test_unconvertible_leaves_raise():
   with pytest.raises(ValueError, match='cannot convert.*weird'):
-    convert({'classifier.weird': _r(3)}, 'seed_cnn14')
+    convert({'classifier.weird': _r(3)}, 'predecessor_cnn14')
   with pytest.raises(ValueError, match='one layer, one direction'):
-    convert({'LSTM.weight_ih_l1': _r(4, 2)}, 'seed_cnn_lstm')
+    convert({'LSTM.weight_ih_l1': _r(4, 2)}, 'predecessor_cnn_lstm')
 
 
 def test_unknown_source_lists_known():
-  with pytest.raises(ValueError, match='panns_cnn14.*seed_cnnx'):
+  with pytest.raises(ValueError, match='panns_cnn14.*predecessor_cnnx'):
     convert({}, 'nope')
 
 
@@ -123,7 +123,7 @@ def test_every_table_is_valid(source):
 
 def test_result_does_not_alias_input():
   sd = {'conv_layer1.bn1.running_mean': _r(4), 'conv_layer1.bn1.bias': _r(4)}
-  v = convert(sd, 'seed_cnn14')
+  v = convert(sd, 'predecessor_cnn14')
   before = v['batch_stats']['conv_block1']['bn1']['mean'].copy()
   sd['conv_layer1.bn1.running_mean'] += 1.0  # e.g. torch updating its buffers in place
   np.testing.assert_array_equal(v['batch_stats']['conv_block1']['bn1']['mean'], before)

@@ -60,7 +60,7 @@ def cnnx(tmp_path_factory):
   pth = d / 'cnnx_fold0.pth'
   torch.save(module.state_dict(), pth)
   out = d / 'imported'
-  _, text = _import_cli(f'--checkpoint={pth}', '--source=seed_cnnx', '--model=cnnx',
+  _, text = _import_cli(f'--checkpoint={pth}', '--source=predecessor_cnnx', '--model=cnnx',
                         f'--output={out}')
   assert 'variables loaded, 0 freshly initialised' in text
   return module, pth, out
@@ -71,7 +71,7 @@ def test_output_layout_and_info(cnnx):
   assert sorted(p.name for p in out.iterdir()) == [pretrained.IMPORT_INFO,
                                                    pretrained.IMPORT_VARIABLES]
   info = pretrained.read_import_info(out)
-  assert info['model'] == 'cnnx' and info['source'] == 'seed_cnnx'
+  assert info['model'] == 'cnnx' and info['source'] == 'predecessor_cnnx'
   assert info['checkpoint'] == str(pth) and len(info['checkpoint_sha256']) == 64
   assert info['input_shape'] == [128, 256] and info['fresh'] == []
   # Nothing but the output was written next to it (the temporary directory is gone).
@@ -81,13 +81,13 @@ def test_output_layout_and_info(cnnx):
 def test_refuses_to_overwrite_and_leaves_nothing_on_error(cnnx, tmp_path):
   _, pth, out = cnnx
   before = sorted(p.name for p in out.rglob('*'))
-  code, text = _import_cli(f'--checkpoint={pth}', '--source=seed_cnnx', '--model=cnnx',
+  code, text = _import_cli(f'--checkpoint={pth}', '--source=predecessor_cnnx', '--model=cnnx',
                            f'--output={out}', expect_ok=False)
   assert code != 0 and 'exists; refusing to overwrite' in text
   assert sorted(p.name for p in out.rglob('*')) == before
   # A checkpoint of another architecture: a clear error naming keys, and no output.
   bad = tmp_path / 'as_cnn14'
-  code, text = _import_cli(f'--checkpoint={pth}', '--source=seed_cnnx', '--model=cnn14',
+  code, text = _import_cli(f'--checkpoint={pth}', '--source=predecessor_cnnx', '--model=cnn14',
                            f'--output={bad}', expect_ok=False)
   assert code != 0 and 'import_weights: error:' in text
   assert 'params/conv_block1/conv1/kernel' in text and 'params/fc_layer1/kernel' in text

@@ -133,7 +133,7 @@ def test_lstm_gate_order():
   with torch.no_grad():
     _, (h_n, _) = lstm(seq)
   sd = {f'LSTM.{k}': v for k, v in tr.state_dict_numpy(lstm).items()}
-  params = convert_lib.convert(sd, 'seed_cnn_lstm')['params']
+  params = convert_lib.convert(sd, 'predecessor_cnn_lstm')['params']
   got = cnn_lstm.LSTM(4).apply({'params': params['lstm']}, seq.numpy())
   np.testing.assert_allclose(np.asarray(got), h_n[-1].numpy(), atol=1e-5)
   # Lengths: a row stopped at step 4 equals running on its first 4 steps.

@@ -131,7 +131,7 @@ def test_resnet_head_without_relu_matches_torch():
   torch.manual_seed(0)
   ref = tv.randomize(tv.SeedResNet18(NUM_CLASSES, fc_relu=False), seed=3)
   model = resnet.ResNet18(num_classes=NUM_CLASSES, fc_relu=False)
-  variables = convert_lib.convert(tv.state_dict_numpy(ref), 'seed_resnet18')
+  variables = convert_lib.convert(tv.state_dict_numpy(ref), 'predecessor_resnet18')
   x = np.random.default_rng(4).normal(size=(1, mels, frames, 1)).astype(np.float32)
   ref.eval()
   with torch.no_grad():
@@ -165,12 +165,12 @@ def test_torchvision_table(source):
   assert _count(merged) == _count(init)
 
 
-def test_seed_tables_reject_unknown_keys():
+def test_predecessor_tables_reject_unknown_keys():
   ref = tv.torch_reference('alexnet_attn')
   state = tv.state_dict_numpy(ref)
   state['network.features.2.weight'] = state['network.features.1.weight']  # a ReLU slot
   with pytest.raises(ValueError, match='network.features.2.weight'):
-    convert_lib.convert(state, 'seed_alexnet_attn')
+    convert_lib.convert(state, 'predecessor_alexnet_attn')
 
 
 def test_alexnet_map_size_and_small_input_error():

@@ -19,7 +19,7 @@ def test_build_and_read_without_tensorflow(tmp_path):
                                         emotions=[2, 3], seconds=0.1)
       synthetic.build_ravdess({str(tmp_path / 'wavs')!r}, {str(tmp_path / 'tfds')!r},
                               num_workers=2)
-      ds = tfds.data_source('ravdess/speech_seed48k', split='train',
+      ds = tfds.data_source('ravdess/speech_predecessor48k', split='train',
                             data_dir={str(tmp_path / 'tfds')!r})
       n = len(ds)
       shape = list(ds[0]['log_mel'].shape)

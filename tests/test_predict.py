@@ -70,7 +70,7 @@ def test_predictions_equal_model_on_training_transform(run, tmp_path):
   workdir, config, _ = run
   paths = _write_clips(tmp_path / 'wavs')
   doc = predict.run_prediction([str(tmp_path / 'wavs')], workdir=workdir)
-  assert doc['frontend'] == 'seed48k' and doc['model'] == test_evaluate.TINY
+  assert doc['frontend'] == 'predecessor48k' and doc['model'] == test_evaluate.TINY
   assert doc['checkpoint'].startswith(str(evaluate.checkpoint_dir(workdir, 0)))
   assert [p['file'] for p in doc['predictions']] == [str(p) for p in sorted(paths.values())]
 
@@ -79,7 +79,7 @@ def test_predictions_equal_model_on_training_transform(run, tmp_path):
   variables, _, _ = evaluate.restore_fold(workdir, 0)
   model = train.build_model(config)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))  # one compile for all files
-  fe = features.get_frontend('seed48k')
+  fe = features.get_frontend('predecessor48k')
   for p in doc['predictions']:
     mel = features.log_mel(features.load_audio(p['file'], 48000), fe)  # (128, frames)
     image = input_pipeline.resize_bilinear(mel, config.data.input_shape)

@@ -36,14 +36,14 @@ PANNS_SR = 32000
 # as small as each architecture allows.
 Case = collections.namedtuple('Case', 'model source layout input_shape dont_load')
 CASES = {
-    'seed_cnn14': Case('cnn14', 'seed_cnn14', 'bare', (64, 64), ()),
-    'seed_cnn14_attn': Case('cnn14_attn', 'seed_cnn14_attn', 'bare', (64, 128), ()),
-    'seed_cnnx': Case('cnnx', 'seed_cnnx', 'bare', (128, 256), ()),
-    'seed_cnn_lstm': Case('cnn_lstm', 'seed_cnn_lstm', 'bare', (128, 40), ()),
+    'predecessor_cnn14': Case('cnn14', 'predecessor_cnn14', 'bare', (64, 64), ()),
+    'predecessor_cnn14_attn': Case('cnn14_attn', 'predecessor_cnn14_attn', 'bare', (64, 128), ()),
+    'predecessor_cnnx': Case('cnnx', 'predecessor_cnnx', 'bare', (128, 256), ()),
+    'predecessor_cnn_lstm': Case('cnn_lstm', 'predecessor_cnn_lstm', 'bare', (128, 40), ()),
     'panns_cnn14': Case('cnn14_panns', 'panns_cnn14', 'panns', (64, 65), ()),
-    'seed_vgg19_attn': Case('vgg19_attn', 'seed_vgg19_attn', 'bare', (64, 64), ()),
-    'seed_alexnet_attn': Case('alexnet_attn', 'seed_alexnet_attn', 'bare', (96, 96), ()),
-    'seed_resnet18': Case('resnet18', 'seed_resnet18', 'bare', (64, 64), ()),
+    'predecessor_vgg19_attn': Case('vgg19_attn', 'predecessor_vgg19_attn', 'bare', (64, 64), ()),
+    'predecessor_alexnet_attn': Case('alexnet_attn', 'predecessor_alexnet_attn', 'bare', (96, 96), ()),
+    'predecessor_resnet18': Case('resnet18', 'predecessor_resnet18', 'bare', (64, 64), ()),
 }
 for _source, _model in (('torchvision_vgg19_bn', 'vgg19_attn'),
                         ('torchvision_alexnet', 'alexnet_attn'),
@@ -313,15 +313,15 @@ def test_checkpoint_of_another_architecture(tmp_path):
   init = {'params': {'conv_block1': {'conv1': {'kernel': np.zeros((3, 3, 1, 64))}},
                      'classifier': {'kernel': np.zeros((512, 8)), 'bias': np.zeros(8)}}}
   with pytest.raises(pretrained.CheckpointError) as e:
-    pretrained.load_pretrained(path, init, source='seed_cnnx')
+    pretrained.load_pretrained(path, init, source='predecessor_cnnx')
   msg = str(e.value)
   assert 'params/conv_block1/conv1/kernel: (3, 3, 1, 64)' in msg
   assert 'in the checkpoint, not in the model' in msg and 'params/conv1/kernel' in msg
   # Wrong source: the converter's error, plus the sources the keys do fit.
   with pytest.raises(pretrained.CheckpointError,
-                     match=r"cannot be converted as 'seed_cnn14'.*conv1\.0\.weight.*"
-                     r"fit source\(s\) \['seed_cnnx'\]"):
-    pretrained.load_pretrained(path, init, source='seed_cnn14')
+                     match=r"cannot be converted as 'predecessor_cnn14'.*conv1\.0\.weight.*"
+                     r"fit source\(s\) \['predecessor_cnnx'\]"):
+    pretrained.load_pretrained(path, init, source='predecessor_cnn14')
 
 
 def test_panns_16k_checkpoint_with_32k_front_end(tmp_path):
@@ -333,8 +333,8 @@ def test_panns_16k_checkpoint_with_32k_front_end(tmp_path):
   pretrained.check_panns_frontend(state, 'panns16k')  # the matching front end passes
   state32 = {k: v.numpy() for k, v in torch_reference_panns.frontend_buffers(32000).items()}
   pretrained.check_panns_frontend(state32, 'panns32k')
-  with pytest.raises(pretrained.CheckpointError, match="features are 'seed48k'"):
-    pretrained.check_panns_frontend(state32, 'ravdess/speech_seed48k')
+  with pytest.raises(pretrained.CheckpointError, match="features are 'predecessor48k'"):
+    pretrained.check_panns_frontend(state32, 'ravdess/speech_predecessor48k')
   # A 32 kHz-shaped mel matrix with other band edges is caught by its values.
   state32['logmel_extractor.melW'] = state32['logmel_extractor.melW'][:, ::-1].copy()
   with pytest.raises(pretrained.CheckpointError, match='a front end ser_jax does not have'):
@@ -349,7 +349,7 @@ def test_panns_16k_checkpoint_with_32k_front_end(tmp_path):
 
 def test_frontend_name():
   assert pretrained.frontend_name('ravdess/speech_panns32k') == 'panns32k'
-  assert pretrained.frontend_name('ravdess/all_seed48k') == 'seed48k'
+  assert pretrained.frontend_name('ravdess/all_predecessor48k') == 'predecessor48k'
   assert pretrained.frontend_name('panns16k') == 'panns16k'
   assert pretrained.frontend_name('ravdess') is None
 
@@ -363,7 +363,7 @@ def test_init_from_pretrained_pth_and_imported_dir(tmp_path):
   torch.save(module.state_dict(), path)
   _, init = pretrained.init_model('cnn_lstm', num_classes=NUM_CLASSES, seed=5,
                                   input_shape=(128, 16))
-  cfg = ml_collections.ConfigDict({'pretrained': str(path), 'source': 'seed_cnn_lstm',
+  cfg = ml_collections.ConfigDict({'pretrained': str(path), 'source': 'predecessor_cnn_lstm',
                                    'dont_load': ('classifier',)})
   from_pth = pretrained.init_from_pretrained(init, cfg)
   flat = pretrained.flatten(from_pth)
@@ -374,7 +374,7 @@ def test_init_from_pretrained_pth_and_imported_dir(tmp_path):
       flat['params/conv_layer1/kernel'],
       module.conv_layer1[0].weight.detach().numpy().transpose(2, 1, 0))
   # An import_weights-style directory restores to the same values.
-  out = pretrained.save_imported(tmp_path / 'imported', from_pth, {'source': 'seed_cnn_lstm'})
+  out = pretrained.save_imported(tmp_path / 'imported', from_pth, {'source': 'predecessor_cnn_lstm'})
   with pytest.raises(FileExistsError):
     pretrained.save_imported(out, from_pth, {})
   cfg_dir = ml_collections.ConfigDict({'pretrained': out, 'source': '', 'dont_load': ()})

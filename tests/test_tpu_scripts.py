@@ -165,7 +165,7 @@ def test_worker_scripts_dry_run():
       '+ gsutil -m rsync -r gs://bkt/tfds/ravdess /home/you/tensorflow_datasets/ravdess']
   zips = _dry('worker_data', '--zips=gs://bkt/zips')
   assert '+ gsutil -m rsync -r gs://bkt/zips /home/you/ravdess' in zips
-  assert zips[-1].endswith("' ravdess/speech_seed48k /home/you/tensorflow_datasets "
+  assert zips[-1].endswith("' ravdess/speech_predecessor48k /home/you/tensorflow_datasets "
                            "/home/you/ravdess")
   assert 'input_pipeline.prepare_dataset' in '\n'.join(zips)
 

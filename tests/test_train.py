@@ -222,7 +222,7 @@ def test_unknown_model_and_parallel_errors(tmp_path):
 def test_empty_selection_error(tmp_path, tiny_models):
   config = tiny_config(**{'folds.test_actors': (7, 8)})
   with pytest.raises(ValueError, match=r'no clips of actors \[7, 8\] in '
-                     r'ravdess/speech_seed48k \(preloaded\).*holds actors \[1, 2, 3, 4\]'):
+                     r'ravdess/speech_predecessor48k \(preloaded\).*holds actors \[1, 2, 3, 4\]'):
     train.train_and_evaluate(config, tmp_path, examples=synthetic_examples())
 
 
@@ -433,7 +433,7 @@ def test_cnnx_config_is_the_predecessor_protocol():
   assert [f.test for _, f in folds] == [tuple(t) for t in train.splits.PREDECESSOR_TEST_FOLDS]
   assert all(len(f.train) == 18 and not set(f.train) & set(f.test) for _, f in folds)
   assert (c.model.name, c.model.num_classes, c.data.name) == ('cnnx', 8,
-                                                               'ravdess/speech_seed48k')
+                                                               'ravdess/speech_predecessor48k')
   assert (tuple(c.data.input_shape), c.data.crop_mode) == ((128, 256), 'resize')
   assert not c.data.specaugment.enabled and c.data.mixup_alpha == 0
   assert (c.batch_size, c.num_epochs, c.seed) == (32, 60, 41)

@@ -149,12 +149,12 @@ class SeedCnnLstm(nn.Module):
 # Registry name -> (constructor, convert source). Constructors take num_classes and the
 # model's extra keyword arguments (CNN14's `widths`, for small test variants).
 REFERENCES = {
-    'cnn14': (lambda num_classes, **kw: SeedCnn14(num_classes, **kw), 'seed_cnn14'),
+    'cnn14': (lambda num_classes, **kw: SeedCnn14(num_classes, **kw), 'predecessor_cnn14'),
     'cnn14_attn': (lambda num_classes, **kw: SeedCnn14(num_classes, attention=True, **kw),
-                   'seed_cnn14_attn'),
+                   'predecessor_cnn14_attn'),
     'cnn14_panns': (lambda num_classes, **kw: PannsCnn14(num_classes, **kw), 'panns_cnn14'),
-    'cnnx': (lambda num_classes: SeedCnnX(num_classes), 'seed_cnnx'),
-    'cnn_lstm': (lambda num_classes: SeedCnnLstm(num_classes), 'seed_cnn_lstm'),
+    'cnnx': (lambda num_classes: SeedCnnX(num_classes), 'predecessor_cnnx'),
+    'cnn_lstm': (lambda num_classes: SeedCnnLstm(num_classes), 'predecessor_cnn_lstm'),
 }
 
 

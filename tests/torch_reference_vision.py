@@ -204,9 +204,9 @@ class SeedResNet18(nn.Module):
 
 # name -> (constructor of the predecessor-layout module, `ser_jax.convert` source)
 REFERENCES = {
-    'vgg19_attn': (SeedVGG19Attn, 'seed_vgg19_attn'),
-    'alexnet_attn': (SeedAlexNetAttn, 'seed_alexnet_attn'),
-    'resnet18': (SeedResNet18, 'seed_resnet18'),
+    'vgg19_attn': (SeedVGG19Attn, 'predecessor_vgg19_attn'),
+    'alexnet_attn': (SeedAlexNetAttn, 'predecessor_alexnet_attn'),
+    'resnet18': (SeedResNet18, 'predecessor_resnet18'),
 }
 # torchvision source name -> its ImageNet backbone (small `hidden` where the head is unused)
 TORCHVISION = {

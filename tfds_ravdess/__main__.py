@@ -6,7 +6,7 @@ This runs the same `build` command (the same flags: --config, --data_dir, --manu
 --register_checksums, --overwrite, ...) with `ravdess` registered and as the default
 dataset, e.g.
 
-  python -m tfds_ravdess --config=speech_seed48k --data_dir=~/tensorflow_datasets \
+  python -m tfds_ravdess --config=speech_predecessor48k --data_dir=~/tensorflow_datasets \
       --manual_dir=/path/to/RAVDESS   # zips or Actor_NN/ folders; omit to download
 
 Where TensorFlow is installed, `tfds build ravdess --imports=tfds_ravdess` is equivalent.

@@ -1,18 +1,18 @@
 """The `ravdess` TFDS builder: RAVDESS audio as log-mel spectrograms.
 
 Configs are `<subset>_<frontend>`: subsets `speech`, `song`, `all`; front ends
-`seed48k`, `panns32k`, `panns16k` (`ser_jax.features.FRONTENDS`). Default:
-`speech_seed48k`. One split, `train`, holds every clip; folds are chosen at load time
+`predecessor48k`, `panns32k`, `panns16k` (`ser_jax.features.FRONTENDS`). Default:
+`speech_predecessor48k`. One split, `train`, holds every clip; folds are chosen at load time
 by actor (`ser_jax.splits`). Files are array_record, written and read without
 TensorFlow:
 
   import tfds_ravdess  # registers 'ravdess'
-  builder = tfds.builder('ravdess/speech_seed48k', data_dir=...)
+  builder = tfds.builder('ravdess/speech_predecessor48k', data_dir=...)
   builder.download_and_prepare()  # or: RAVDESS_DIR=/path/to/zips_or_Actor_dirs
-  ds = tfds.data_source('ravdess/speech_seed48k', split='train', data_dir=...)
+  ds = tfds.data_source('ravdess/speech_predecessor48k', split='train', data_dir=...)
 
 From the command line (TFDS's `build` command; the `tfds` entry point itself needs
-TensorFlow in TFDS 4.9.10): `python -m tfds_ravdess --config=speech_seed48k
+TensorFlow in TFDS 4.9.10): `python -m tfds_ravdess --config=speech_predecessor48k
 --data_dir=DIR [--manual_dir=RAVDESS_DIR]` (no --config: all 9 configs).
 
 Where the audio comes from, first match wins:
@@ -52,7 +52,7 @@ ENV_WORKERS = "RAVDESS_NUM_WORKERS"
 class RavdessConfig(tfds.core.BuilderConfig):
   """A subset (speech/song/all) and a log-mel front end."""
   subset: str = "speech"
-  frontend: str = "seed48k"
+  frontend: str = "predecessor48k"
 
 
 def _make_configs() -> list[RavdessConfig]:
@@ -89,7 +89,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = _make_configs()
-  DEFAULT_CONFIG_NAME = "speech_seed48k"
+  DEFAULT_CONFIG_NAME = "speech_predecessor48k"
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Optional: without it the archives are downloaded from Zenodo. Put "
       f"{src_lib.ARCHIVES['speech']} and/or {src_lib.ARCHIVES['song']} (from "

@@ -17,7 +17,7 @@ DUMMY_DATA = pathlib.Path(__file__).parent / "dummy_data"
 SPLITS = {"speech": 6, "song": 2, "all": 8}
 
 
-@pytest.mark.parametrize("config", ["speech_seed48k", "song_panns32k", "all_panns16k"])
+@pytest.mark.parametrize("config", ["speech_predecessor48k", "song_panns32k", "all_panns16k"])
 def test_build_from_dummy_data(config, tmp_path):
   builder = tfds.builder(f"ravdess/{config}", data_dir=tmp_path, num_workers=0)
   builder.download_and_prepare(
@@ -59,10 +59,10 @@ def test_build_cli_without_tensorflow(tmp_path):
   env = dict(os.environ, TFDS_DISABLE_PROGRESS_BAR="1",
              PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
   out = subprocess.run(
-      [sys.executable, "-m", "tfds_ravdess", "--config=song_seed48k",
+      [sys.executable, "-m", "tfds_ravdess", "--config=song_predecessor48k",
        f"--data_dir={tmp_path}", f"--manual_dir={DUMMY_DATA}"],
       capture_output=True, text=True, env=env, timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
-  ds = tfds.data_source("ravdess/song_seed48k", split="train", data_dir=tmp_path)
+  ds = tfds.data_source("ravdess/song_predecessor48k", split="train", data_dir=tmp_path)
   assert len(ds) == SPLITS["song"]
-  assert sorted((tmp_path / "ravdess" / "song_seed48k" / "1.0.0").glob("*.array_record*"))
+  assert sorted((tmp_path / "ravdess" / "song_predecessor48k" / "1.0.0").glob("*.array_record*"))

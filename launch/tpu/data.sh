@@ -12,7 +12,7 @@ usage() {
   cat <<USAGE
 usage: $0 [--project=ID] [--zone=ZONE] [--name=NAME] [--dry-run]
           (--prepared=gs://BUCKET/tensorflow_datasets [--upload-from=LOCAL_TFDS_DIR]
-           | --zips=gs://BUCKET/ravdess [--dataset=ravdess/speech_seed48k])
+           | --zips=gs://BUCKET/ravdess [--dataset=ravdess/speech_predecessor48k])
 
 Either (recommended)
   --prepared=GS_DIR       copy GS_DIR/ravdess (a prepared TFDS folder) to ~/tensorflow_datasets
@@ -22,7 +22,7 @@ Either (recommended)
 or
   --zips=GS_DIR           copy the official RAVDESS zips (or Actor_NN/ folders) from GS_DIR to
                           ~/ravdess on every worker and build the dataset there;
-  --dataset=NAME/CONFIG   the TFDS config to build (default ravdess/speech_seed48k).
+  --dataset=NAME/CONFIG   the TFDS config to build (default ravdess/speech_predecessor48k).
 Variables: TPU_PROJECT TPU_ZONE TPU_NAME (flags override them).
 USAGE
 }
@@ -30,7 +30,7 @@ USAGE
 PREPARED=''
 UPLOAD_FROM=''
 ZIPS=''
-DATASET=ravdess/speech_seed48k
+DATASET=ravdess/speech_predecessor48k
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;

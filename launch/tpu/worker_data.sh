@@ -9,13 +9,13 @@ source "$(dirname "$0")/common.sh"
 usage() {
   cat <<USAGE
 usage: $0 [--dry-run] (--prepared=gs://BUCKET/tensorflow_datasets
-                       | --zips=gs://BUCKET/ravdess [--dataset=ravdess/speech_seed48k])
+                       | --zips=gs://BUCKET/ravdess [--dataset=ravdess/speech_predecessor48k])
 USAGE
 }
 
 PREPARED=''
 ZIPS=''
-DATASET=ravdess/speech_seed48k
+DATASET=ravdess/speech_predecessor48k
 for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
