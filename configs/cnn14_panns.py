@@ -4,10 +4,10 @@ Not a row of the predecessor's table: its CNN14 was trained from scratch on the 
 128-mel front end. This one starts from Kong et al.'s `Cnn14_mAP=0.431.pth` and therefore
 sees exactly the features it was trained on: the `panns32k` front end (32 kHz, window
 1024, hop 320 = 10 ms, 64 mels, 50-14000 Hz, 10*log10 power, no top_db), built by the
-`ravdess/speech_panns32k` dataset config. The PANNs head is kept (`bn0`, max + mean
-pooling over time, `fc1`); only `fc_audioset` (527 AudioSet classes) is replaced by a fresh
-8-class layer. Everything else follows the predecessor's protocol (its 4 folds, Adam 1e-4
-with L2 1e-5, batch 32, final-epoch metrics).
+`ravdess/speech_panns32k` dataset (`data.frontend='panns32k'`). The PANNs head is kept
+(`bn0`, max + mean pooling over time, `fc1`); only `fc_audioset` (527 AudioSet classes) is
+replaced by a fresh 8-class layer. Everything else follows the predecessor's protocol (its
+4 folds, Adam 1e-4 with L2 1e-5, batch 32, final-epoch metrics).
 
 Input shape (64, 512), crop/pad with a frame mask, not a resize: the pretrained kernels
 expect 10 ms frames, so clips are not stretched in time (a bilinear resize to a fixed
@@ -25,23 +25,18 @@ are padded and the mask keeps the padding out of CNN14's max + mean pooling over
     python launch/train.py --config=configs/cnn14_panns.py:tiny --workdir=/tmp/panns_tiny
 
 The 16 kHz checkpoint (`Cnn14_16k_mAP=0.438.pth`) needs the 16 kHz front end:
-`--config.data.name=ravdess/speech_panns16k` (loading it with the 32 kHz features is
+`--config.data.frontend=panns16k` (loading it with the 32 kHz features is
 refused with an error).
 """
-import pathlib
-import runpy
-
-# config_flags loads a config file by path, not as a package module, so default.py is run
-# by its path next to this file (works from any working directory and from tests).
-_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
+from ser_jax import config_lib
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  c = _DEFAULT['get_config']()
+  c = config_lib.default()
   c.model.name = 'cnn14_panns'
   c.model.num_classes = 8
-  c.data.name = 'ravdess/speech_panns32k'
+  c.data.frontend = 'panns32k'  # the features Cnn14_mAP=0.431.pth was trained on
   c.data.input_shape = (64, 512)  # (mel, time): 64 PANNs mel bins, 5.1 s at 10 ms frames
   c.data.crop_mode = 'crop_pad'
   # Fine-tuning from AudioSet converges much faster than CNN14 from scratch (120 epochs).
@@ -51,4 +46,4 @@ def get_config(arg=None):
   c.init.dont_load = ('fc_audioset',)
   c.init.expect_pretrained = True
   # Tiny: five 2x2 poolings leave a 2 x 2 map.
-  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(64, 64))
+  return config_lib.with_variant(c, arg, __file__, tiny_input_shape=(64, 64))

@@ -1,6 +1,6 @@
 """ResNet18 fine-tuned from ImageNet: "ResNet" row of the predecessor's table.
 
-Predecessor's protocol (inherited from default.py): speech clips, 128-mel 48 kHz log-mel
+Predecessor's protocol (from `config_lib.default()`): speech clips, 128-mel 48 kHz log-mel
 resized to 128 x 256, its 4 speaker-independent folds, Adam 1e-4 with L2 1e-5, batch 32,
 final-epoch metrics; 40 epochs for ResNet. conv1 is a new 1-channel 7x7 stride-2 conv, fc a
 new dense 512 -> 512, then a new classifier.
@@ -13,17 +13,12 @@ Transfer learning: pass the torchvision ImageNet weights file and nothing else,
         --config.init.pretrained=/path/resnet18-f37072fd.pth
     python launch/train.py --config=configs/resnet18.py:tiny --workdir=/tmp/resnet18_tiny
 """
-import pathlib
-import runpy
-
-# config_flags loads a config file by path, not as a package module, so default.py is run
-# by its path next to this file (works from any working directory and from tests).
-_DEFAULT = runpy.run_path(str(pathlib.Path(__file__).with_name('default.py')))
+from ser_jax import config_lib
 
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
-  c = _DEFAULT['get_config']()
+  c = config_lib.default()
   c.model.name = 'resnet18'
   c.num_epochs = 40
   c.init.expect_pretrained = True
@@ -31,6 +26,6 @@ def get_config(arg=None):
   # New parts, initialised fresh: the 1-channel conv1 (the pretrained one takes RGB), fc and
   # the classifier. bn1 stays pretrained. Anchored on the first path element, so the blocks'
   # own conv1 (layerK_M/conv1) is loaded.
-  c.init.dont_load = _DEFAULT['top_level_parts']('conv1', 'fc', 'classifier')
+  c.init.dont_load = config_lib.top_level_parts('conv1', 'fc', 'classifier')
   # Overall stride 32: 64 x 64 leaves a 2 x 2 map.
-  return _DEFAULT['with_variant'](c, arg, __file__, tiny_input_shape=(64, 64))
+  return config_lib.with_variant(c, arg, __file__, tiny_input_shape=(64, 64))

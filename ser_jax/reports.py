@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from ser_jax import labels
 from ser_jax import metrics as metrics_lib
 
-# RAVDESS emotion classes in label order (file field 01..08 -> 0..7).
-EMOTIONS = ('neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised')
 
 # Row names the predecessor's results table used, by registry model name.
 DISPLAY_NAMES = {
@@ -140,9 +139,7 @@ def _save_figure(fig, path: str | os.PathLike) -> pathlib.Path:
 def class_names_for(num_classes: int, class_names: Sequence[str] | None = None) -> list[str]:
   """`class_names` checked against `num_classes`; RAVDESS emotions or `class_i` by default."""
   if class_names is None:
-    if num_classes == len(EMOTIONS):
-      return list(EMOTIONS)
-    return [f'class_{i}' for i in range(num_classes)]
+    return labels.class_names(num_classes)
   names = [str(n) for n in class_names]
   if len(names) != num_classes:
     raise ValueError(f'{len(names)} class names for {num_classes} classes: {names}')
@@ -294,7 +291,9 @@ def _protocol_line(config: Any) -> str:
   if g('folds.validation_actors'):
     folds += (f" (VALIDATION: {g('folds.validation_actors')} of each fold's training actors "
               f"held out, validation_seed {g('folds.validation_seed', 0)}; test actors unused)")
-  return (f"Protocol: data `{g('data.name', '?')}`, input {shape} ({g('data.crop_mode', '?')}), "
+  data = f"`{g('data.name', '?')}`" + (f" (front end `{g('data.frontend')}`)"
+                                       if g('data.frontend') else '')
+  return (f"Protocol: data {data}, input {shape} ({g('data.crop_mode', '?')}), "
           f"{folds}, {g('num_epochs', '?')} epochs, batch "
           f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "
           f"{g('optimizer.learning_rate', '?')} wd {g('optimizer.weight_decay', '?')}, seed "

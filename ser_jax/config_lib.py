@@ -1,0 +1,292 @@
+"""Experiment configs: the default (every field, documented), variants, validation.
+
+Experiment files in `configs/` start from `default()` and change only what differs:
+
+    from ser_jax import config_lib
+
+    def get_config(arg=None):
+      c = config_lib.default()
+      c.model.name = 'cnn14'
+      return config_lib.with_variant(c, arg, __file__, tiny_input_shape=(64, 64))
+
+(`config_flags.DEFINE_config_file` loads a config file by path with a plain
+`SourceFileLoader`, so a config can import installed packages but not its neighbours in
+`configs/`; the shared part lives here.)
+
+Entry points call `validate(config)` once, before anything slow: it checks every setting
+that can be checked without the data and returns the folds to run. `tfds_name(config.data)`
+is the one place a dataset name and a front end become a TFDS name.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+import ml_collections
+
+from ser_jax import errors
+from ser_jax import splits
+
+PARALLEL_MODES = ('pmap', 'jit')
+
+
+def default() -> ml_collections.ConfigDict:
+  """Every field any experiment may set, with the predecessor's protocol (CNN-X, speech)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 41
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'cnnx'  # one of ser_jax.models.MODELS
+  c.model.num_classes = 8
+  c.model.dtype = 'float32'  # compute dtype; 'bfloat16' on accelerators. Params stay float32.
+  c.model.kwargs = ml_collections.ConfigDict()  # extra constructor arguments, model specific
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'ravdess/speech'  # dataset (and subset) without the front end
+  c.data.frontend = 'predecessor48k'  # ser_jax.features.FRONTENDS; the TFDS name is tfds_name()
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # RAVDESS zips or Actor_NN/ folders; None: $RAVDESS_DIR
+  c.data.download = True  # build the dataset (downloading if needed) when it is not prepared yet
+  c.data.input_shape = (128, 256)  # (mel, time) the model sees
+  c.data.crop_mode = 'resize'  # 'resize': bilinear resize (predecessor); 'crop_pad': random crop / pad + mask
+  c.data.specaugment = ml_collections.ConfigDict()
+  c.data.specaugment.enabled = False
+  c.data.specaugment.num_freq_masks = 2
+  c.data.specaugment.max_freq_width = 16
+  c.data.specaugment.num_time_masks = 2
+  c.data.specaugment.max_time_width = 32
+  c.data.mixup_alpha = 0.0  # 0 disables mixup
+  c.data.num_workers = 0  # input-pipeline worker processes (0: in the main process)
+
+  c.folds = ml_collections.ConfigDict()
+  c.folds.scheme = 'predecessor'  # 'predecessor' (its 4 folds) | 'kfold' | 'loao' (leave one actor out)
+  c.folds.k = 4  # for 'kfold'
+  c.folds.seed = 351  # for 'kfold'
+  c.folds.which = ()  # fold indices to run; () runs all
+  c.folds.test_actors = ()  # explicit held-out actors (overrides scheme) for a single custom fold
+  # Recipe selection without the test actors: > 0 holds out this many of each fold's
+  # training actors (gender-balanced, fixed by validation_seed; splits.validation_fold),
+  # trains on the rest and reports on them. The fold's test actors are not used at all.
+  c.folds.validation_actors = 0
+  c.folds.validation_seed = 0
+
+  c.batch_size = 32  # global, across all devices and hosts
+  c.eval_batch_size = 64
+  c.num_epochs = 60
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam_l2'  # 'adam_l2' (PyTorch Adam weight_decay: L2 added to the gradient) | 'adamw'
+  c.optimizer.learning_rate = 1e-4
+  c.optimizer.weight_decay = 1e-5
+  c.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
+  c.optimizer.label_smoothing = 0.0
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = 'constant'  # 'constant' | 'warmup_cosine'
+  c.schedule.warmup_epochs = 0.0
+
+  c.parallel = 'pmap'  # 'pmap' (axis 'batch') | 'jit' (same step on a device mesh)
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_epochs = 5
+  c.checkpoint.keep = 2
+
+  c.init = ml_collections.ConfigDict()
+  c.init.pretrained = ''  # .pth/.pt file or a launch/import_weights.py output directory
+  c.init.source = ''  # converter name for a .pth (ser_jax.convert.SOURCES); '' for a directory
+  c.init.dont_load = ()  # regexes of param paths meant to differ (new head, new stem)
+  c.init.expect_pretrained = False  # warn loudly when True and no weights are given
+
+  c.log_every_steps = 10
+  c.eval_every_epochs = 1
+  return c
+
+
+def with_variant(c, arg, config_file, tiny_input_shape=None):
+  """Applies the `:arg` variant of `config_file`: None (as is) or 'tiny'; else an error.
+
+  'tiny' is the smoke-test variant: 2 epochs, one fold, small batches and, where the
+  experiment names one, a small input shape its model still accepts.
+  """
+  if arg == 'tiny':
+    c.num_epochs = 2
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.folds.which = (0,)
+    c.checkpoint.every_epochs = 1
+    c.log_every_steps = 1
+    if tiny_input_shape is not None:
+      c.data.input_shape = tiny_input_shape
+  elif arg:
+    raise errors.UserError(f'Unknown config variant {arg!r} for {config_file}; known: tiny')
+  return c
+
+
+def top_level_parts(*names):
+  """`init.dont_load` regexes for whole top-level submodules (params and batch_stats).
+
+  Anchored on the first path element, with or without a leading 'params/' or
+  'batch_stats/', so e.g. a 'conv1' inside a residual block never matches 'conv1'.
+  """
+  return tuple(rf'^(params/|batch_stats/)?{n}(/.*)?$' for n in names)
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def tfds_name(data_config) -> str:
+  """The TFDS name of `config.data`: its dataset name plus its front end.
+
+  A dataset with subsets names one as `<dataset>/<subset>` and gets builder config
+  `<subset>_<frontend>`; a dataset without subsets gets builder config `<frontend>`:
+
+    ('ravdess/speech', 'predecessor48k') -> 'ravdess/speech_predecessor48k'
+    ('tess', 'predecessor48k')           -> 'tess/predecessor48k'
+  """
+  dataset, _, subset = str(data_config.name).partition('/')
+  config = f'{subset}_{data_config.frontend}' if subset else data_config.frontend
+  return f'{dataset}/{config}'
+
+
+# Spellings of configs written before the front end had its own field (config.json of
+# older workdirs): `data.name` 'ravdess/speech_seed48k', converter sources 'seed_<model>'.
+_LEGACY_FRONTENDS = {'seed48k': 'predecessor48k', 'predecessor48k': 'predecessor48k',
+                     'panns32k': 'panns32k', 'panns16k': 'panns16k'}
+
+
+def from_dict(values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A config from its `to_dict()` (e.g. a workdir's config.json), on top of `default()`.
+
+  Fields the record lacks keep their default; a record from before `data.frontend`
+  existed has its front end split off `data.name` ('ravdess/speech_seed48k' ->
+  'ravdess/speech' + 'predecessor48k') and 'seed_<model>' sources renamed.
+  """
+  values = copy.deepcopy(dict(values))
+  data = values.setdefault('data', {})
+  if 'frontend' not in data:
+    head, _, tail = str(data.get('name', '')).rpartition('_')
+    if head and tail in _LEGACY_FRONTENDS:
+      data['name'], data['frontend'] = head, _LEGACY_FRONTENDS[tail]
+  init = values.get('init') or {}
+  if str(init.get('source', '')).startswith('seed_'):
+    init['source'] = 'predecessor_' + init['source'][len('seed_'):]
+  return ml_collections.ConfigDict(_merge(default().to_dict(), values))
+
+
+def _merge(base: dict, values: Mapping[str, Any]) -> dict:
+  """`values` over `base`, recursively for nested dicts (free-form ones like kwargs too)."""
+  merged = dict(base)
+  for key, value in values.items():
+    if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+      merged[key] = _merge(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+def get_folds(config) -> list[tuple[int, splits.Fold]]:
+  """(index, fold) pairs to run, from `config.folds`.
+
+  Raises:
+    UserError: actors outside 1..24, an unknown scheme, fold indices the scheme lacks.
+  """
+  fc = config.folds
+  try:
+    folds = _scheme_folds(fc)
+    which = tuple(int(i) for i in fc.which) if fc.which else tuple(range(len(folds)))
+    bad = [i for i in which if not 0 <= i < len(folds)]
+    if bad:
+      raise errors.UserError(f'config.folds.which has indices {bad}; the scheme has folds '
+                             f'0..{len(folds) - 1}')
+    for i in which:
+      splits.check_fold(folds[i])
+    n_val = int(fc.get('validation_actors', 0) or 0)
+    if n_val:
+      seed = int(fc.get('validation_seed', 0))
+      return [(i, splits.validation_fold(folds[i], n_val, seed)) for i in which]
+    return [(i, folds[i]) for i in which]
+  except errors.UserError:
+    raise
+  except ValueError as e:  # splits' checks
+    raise errors.UserError(f'config.folds: {e}') from None
+
+
+def _scheme_folds(fc) -> list[splits.Fold]:
+  """All folds of the scheme (or the one custom fold of `test_actors`)."""
+  if fc.test_actors:
+    test = tuple(sorted(int(a) for a in fc.test_actors))
+    bad = [a for a in test if not 1 <= a <= splits.NUM_ACTORS]
+    if bad:
+      raise errors.UserError(f'config.folds.test_actors has actors {bad} outside '
+                             f'1..{splits.NUM_ACTORS}')
+    return [splits.Fold(train=tuple(a for a in splits.ACTORS if a not in test), test=test)]
+  if fc.scheme == 'predecessor':
+    return splits.predecessor_folds()
+  if fc.scheme == 'kfold':
+    return splits.kfold(int(fc.k), int(fc.seed))
+  if fc.scheme == 'loao':
+    return splits.leave_one_actor_out()
+  raise errors.UserError("config.folds.scheme must be 'predecessor', 'kfold' or 'loao', got "
+                         f'{fc.scheme!r}')
+
+
+def fold_test_actors(config, fold: int) -> tuple[int, ...]:
+  """Held-out actors of fold `fold` of the config's scheme (any fold, not only `which`)."""
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.folds.which = ()
+  folds = get_folds(cfg)
+  if not 0 <= fold < len(folds):
+    raise errors.UserError(f'fold {fold} does not exist: the scheme {cfg.folds.scheme!r} '
+                           f'has folds 0..{len(folds) - 1}')
+  return tuple(folds[fold][1].test)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate(config, *, num_devices: int | None = None, training: bool = True
+             ) -> list[tuple[int, splits.Fold]]:
+  """Checks every setting that needs no data; returns `get_folds(config)`.
+
+  Run once per entry point, before loading data or compiling. Each check builds the
+  object the setting describes (model, front end, optimiser, schedule, folds), so the
+  checks are the code paths that use them, not copies of their rules.
+
+  Args:
+    config: an experiment config.
+    num_devices: when given, the batch sizes must split over this many devices.
+    training: also check what only training uses (optimiser, schedule, pretrained init).
+
+  Raises:
+    UserError: naming the first bad setting and what was expected.
+  """
+  # pylint: disable=g-import-not-at-top  # JAX-heavy modules, only when validating
+  from ser_jax import features
+  from ser_jax import input_pipeline
+  from ser_jax import steps
+  from ser_jax import model_init
+  # pylint: enable=g-import-not-at-top
+  model_init.build_model(config)
+  try:
+    features.get_frontend(config.data.frontend)
+  except ValueError as e:
+    raise errors.UserError(f'config.data.frontend: {e}') from None
+  input_pipeline.check_data_config(config.data)
+  if config.parallel not in PARALLEL_MODES:
+    raise errors.UserError(f'config.parallel must be one of {PARALLEL_MODES}, got '
+                           f'{config.parallel!r}')
+  for name in ('batch_size', 'eval_batch_size'):
+    size = int(config[name])
+    if size < 1 or (num_devices and size % num_devices):
+      raise errors.UserError(
+          f'config.{name}={size} must be a positive multiple of the {num_devices or 1} '
+          'devices (it is the global batch, split over devices and hosts)')
+  if training:
+    steps.create_optimizer(config, steps.create_learning_rate_fn(config, 1))
+    model_init.check_pretrained_setting(config)
+  return get_folds(config)
