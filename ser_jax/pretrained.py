@@ -1,91 +1,40 @@
-"""PyTorch checkpoints without PyTorch: reading, strict merging, initialising from them.
+"""Pretrained weights: read a checkpoint file, convert it, merge it strictly into a model.
 
-Three layers, each usable on its own:
-
-1. `load_torch_checkpoint(path) -> dict[str, np.ndarray]` reads a `.pth`/`.pt` file written
-   by `torch.save`: the zip format (PyTorch >= 1.6: `<archive>/data.pkl` plus one raw
-   storage per tensor under `<archive>/data/<key>`) and the older non-zip format (magic
-   number, three small pickles, the object pickle, then every storage back to back). The
-   pickle is read with a restricted unpickler: it resolves only the handful of globals a
-   state_dict needs (tensor and parameter rebuild functions, storage and dtype names,
-   `OrderedDict`), so a malicious file cannot run code. Any other global becomes an inert
-   placeholder, because real checkpoints carry harmless extras next to the weights
-   (training state, numpy objects); a placeholder inside the weights themselves is an
-   error.
+1. `load_state_dict(path) -> dict[str, np.ndarray]`: the one entry for weight files; the
+   reader is chosen by the file's first bytes (today `ser_jax.torch_file` for `torch.save`
+   files; a new format adds a reader there).
 2. `merge_params(loaded, init, dont_load)`: a strict merge (in the spirit of big_vision's)
    of converted variables into freshly initialised ones.
-3. `init_from_pretrained(variables, init_config)`: what training calls when
-   `config.init.pretrained` is set; accepts a `.pth`/`.pt` file (converted on the fly with
-   `ser_jax.convert`) or a checkpoint written by `launch/import_weights.py`.
-   `import_checkpoint` (file -> merged variables of a named model) and `save_imported` /
-   `restore_imported` (the `variables/` + `import_info.json` directory) serve
-   launch/import_weights.py and launch/evaluate.py.
+3. `init_from_pretrained(variables, config)`: what training does when
+   `config.init.pretrained` is set; `load_pretrained` (a `.pth`/`.pt` converted on the fly
+   with `ser_jax.convert`, or a `launch/import_weights.py` directory) is what evaluation
+   with `--weights` uses, and `import_checkpoint` what launch/import_weights.py does.
 
-A PANNs checkpoint also carries its front end's fixed STFT and mel buffers; they are
-compared with the features the model will see (`check_panns_frontend`), so the 16 kHz
-CNN14 cannot silently be fine-tuned on 32 kHz log-mels or the other way round.
+Every path checks the weights against the front end the model will see
+(`config.data.frontend`): a PANNs checkpoint carries its front end's fixed STFT and mel
+buffers (`check_panns_frontend`), and an import directory records the front end it was
+imported for (`check_imported_frontend`), so e.g. the 16 kHz CNN14 cannot silently be
+fine-tuned or evaluated on 32 kHz log-mels.
 
 Only numpy is needed to read a file; JAX, Flax and Orbax are imported lazily by the parts
 that need them, and PyTorch never is.
 """
-import collections
 import collections.abc
-import io
+import json
 import logging
 import os
-import pickle
 import re
-import struct
-import zipfile
 
 import numpy as np
 
+from ser_jax import errors
+from ser_jax import torch_file
 
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be read, or does not fit the model it is meant for."""
-
+CheckpointError = errors.CheckpointError
 
 # ---------------------------------------------------------------------------------------
-# Part 1: reading torch.save files.
+# Reading weight files.
 # ---------------------------------------------------------------------------------------
-
-# `torch.save`'s legacy (non-zip) format starts with this number, pickled.
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
-
-# Storage class names (`torch.FloatStorage`, ...) and dtype names (`torch.float32`, ...)
-# as they appear in pickles, mapped to numpy dtype names. bfloat16 comes from ml_dtypes
-# (a JAX dependency), imported only when a file holds one.
-_STORAGE_DTYPES = {
-    'FloatStorage': 'float32',
-    'DoubleStorage': 'float64',
-    'HalfStorage': 'float16',
-    'BFloat16Storage': 'bfloat16',
-    'LongStorage': 'int64',
-    'IntStorage': 'int32',
-    'ShortStorage': 'int16',
-    'CharStorage': 'int8',
-    'ByteStorage': 'uint8',
-    'BoolStorage': 'bool',
-    'UntypedStorage': 'uint8',
-}
-_TORCH_DTYPES = {
-    'float32': 'float32', 'float': 'float32',
-    'float64': 'float64', 'double': 'float64',
-    'float16': 'float16', 'half': 'float16',
-    'bfloat16': 'bfloat16',
-    'int64': 'int64', 'long': 'int64',
-    'int32': 'int32', 'int': 'int32',
-    'int16': 'int16', 'short': 'int16',
-    'int8': 'int8',
-    'uint8': 'uint8',
-    'bool': 'bool',
-}
-
-# Wrapper dicts that hold the state_dict under one key, in the order they are tried:
-# PANNs (`{'model': ..., 'iteration': ..., ...}`), Lightning and most training
-# scripts (`state_dict`, `model_state_dict`), and a few other common spellings.
-_WRAPPER_KEYS = ('model', 'state_dict', 'model_state_dict', 'model_state', 'net', 'weights')
 
 # The first bytes of files people mistake for checkpoints, for a helpful error.
 _KNOWN_MAGICS = (
@@ -100,289 +49,16 @@ _KNOWN_MAGICS = (
 )
 
 
-def _np_dtype(name):
-  if name == 'bfloat16':
-    import ml_dtypes  # pylint: disable=g-import-not-at-top
-    return np.dtype(ml_dtypes.bfloat16)
-  return np.dtype(name)
+def load_state_dict(path):
+  """Reads a weights file into `{state_dict key: np.ndarray}`, choosing the reader by content.
 
+  Handles what `ser_jax.torch_file.load_torch_checkpoint` handles (zip and legacy
+  `torch.save` formats, wrapper dicts such as PANNs' `{'model': ...}`, DataParallel's
+  `module.` prefix); arrays keep their stored dtype.
 
-class _StorageType:
-  """Stands for `torch.<X>Storage` in a pickle: only its dtype matters."""
-
-  def __init__(self, name):
-    self.name = name
-    self.dtype_name = _STORAGE_DTYPES[name]
-
-
-class _TorchDtype:
-  """Stands for `torch.float32` etc. (the dtype argument of `_rebuild_tensor_v3`)."""
-
-  def __init__(self, name):
-    self.dtype_name = _TORCH_DTYPES[name]
-
-
-class _Storage:
-  """A flat storage: `data` is filled in when the bytes are read."""
-
-  def __init__(self, key, dtype_name, numel):
-    self.key = key
-    self.dtype_name = dtype_name
-    self.numel = numel
-    self.data = None  # np.ndarray, 1-D, dtype_name
-    self.base = None  # legacy views: (_Storage root, offset in elements)
-
-  def array(self):
-    if self.base is not None:
-      root, offset = self.base
-      return root.array()[offset:offset + self.numel]
-    return self.data
-
-
-class _LazyTensor:
-  """A tensor whose storage may not be read yet (legacy files put data after the pickle)."""
-
-  def __init__(self, storage, offset, size, stride, dtype_name=None):
-    self.storage = storage
-    self.offset = int(offset)
-    self.size = tuple(int(s) for s in size)
-    self.stride = tuple(int(s) for s in stride)
-    # `_rebuild_tensor_v3` gives the dtype separately (its storage is untyped bytes).
-    self.dtype_name = dtype_name
-
-  def to_numpy(self, name):
-    """Copies the (possibly strided, offset) view out of the storage."""
-    flat = self.storage.array()
-    if flat is None:
-      raise CheckpointError(f'tensor {name!r}: its storage {self.storage.key!r} is missing '
-                            'from the file (truncated or corrupt checkpoint)')
-    if self.dtype_name is not None and self.dtype_name != self.storage.dtype_name:
-      flat = flat.view(_np_dtype(self.dtype_name))
-    if any(s == 0 for s in self.size):
-      return np.zeros(self.size, flat.dtype)
-    if any(s < 0 for s in self.stride) or self.offset < 0:
-      raise CheckpointError(f'tensor {name!r}: negative stride/offset {self.stride}, '
-                            f'{self.offset}: corrupt checkpoint')
-    last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-    if last >= flat.size:
-      raise CheckpointError(
-          f'tensor {name!r} of shape {self.size} needs element {last} of its storage, which '
-          f'has {flat.size}: truncated or corrupt checkpoint')
-    view = np.lib.stride_tricks.as_strided(
-        flat[self.offset:], shape=self.size,
-        strides=[s * flat.itemsize for s in self.stride])
-    return np.array(view, order='C')  # a contiguous copy, independent of the file buffer
-
-
-class _Opaque:
-  """An inert stand-in for any global the unpickler does not allow.
-
-  It accepts every way pickle builds objects (call, `__new__`, `__setstate__`, item and
-  list appends) and does nothing, so no code from the file ever runs. Its class remembers
-  the name the pickle asked for, for error messages.
-  """
-  qualname = '?'
-
-  def __new__(cls, *args, **kwargs):
-    del args, kwargs
-    return object.__new__(cls)
-
-  def __init__(self, *args, **kwargs):
-    del args, kwargs
-
-  def __setstate__(self, state):
-    del state
-
-  def __setitem__(self, key, value):
-    del key, value
-
-  def append(self, value):
-    del value
-
-  def extend(self, values):
-    del values
-
-
-def _opaque_class(module, name):
-  return type('Opaque', (_Opaque,), {'qualname': f'{module}.{name}'})
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-  if not isinstance(storage, _Storage):
-    raise CheckpointError(f'tensor rebuilt from {type(storage).__name__}, not a storage')
-  return _LazyTensor(storage, storage_offset, size, stride)
-
-
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad,
-                       backward_hooks, dtype, *unused):
-  del requires_grad, backward_hooks
-  tensor = _rebuild_tensor(storage, storage_offset, size, stride)
-  if isinstance(dtype, _TorchDtype):
-    tensor.dtype_name = dtype.dtype_name
-  return tensor
-
-
-def _rebuild_parameter(data, *unused):
-  return data  # A Parameter is its data plus requires_grad, which we don't need.
-
-
-def _codecs_encode(text, encoding='utf-8'):
-  # Protocol-2 pickles spell `bytes` objects as _codecs.encode(str, 'latin1').
-  if encoding not in ('latin1', 'latin-1'):
-    raise CheckpointError(f'unexpected _codecs.encode encoding {encoding!r} in checkpoint')
-  return text.encode('latin1')
-
-
-_ALLOWED_GLOBALS = {
-    ('collections', 'OrderedDict'): collections.OrderedDict,
-    ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
-    ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
-    ('torch._utils', '_rebuild_tensor_v3'): _rebuild_tensor_v3,
-    ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
-    ('torch._utils', '_rebuild_parameter_with_state'): _rebuild_parameter,
-    ('torch', 'Size'): tuple,
-    ('_codecs', 'encode'): _codecs_encode,
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Resolves only `_ALLOWED_GLOBALS`, storage/dtype names and inert placeholders."""
-
-  def __init__(self, file, storage_loader):
-    super().__init__(file)
-    self._storage_loader = storage_loader
-
-  def find_class(self, module, name):
-    if (module, name) in _ALLOWED_GLOBALS:
-      return _ALLOWED_GLOBALS[(module, name)]
-    if module == 'torch' and name in _STORAGE_DTYPES:
-      return _StorageType(name)
-    if module == 'torch' and name in _TORCH_DTYPES:
-      return _TorchDtype(name)
-    return _opaque_class(module, name)
-
-  def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and pid and pid[0] in ('storage', b'storage')):
-      raise CheckpointError(f'unknown persistent id {pid!r:.80} in checkpoint pickle')
-    return self._storage_loader(pid)
-
-
-def _storage_dtype(storage_type):
-  if isinstance(storage_type, _StorageType):
-    return storage_type.dtype_name
-  name = getattr(type(storage_type), 'qualname', repr(storage_type))
-  raise CheckpointError(f'unsupported storage type {name} (complex or quantized tensors '
-                        'are not supported)')
-
-
-def _as_str(x):
-  return x.decode('ascii') if isinstance(x, bytes) else str(x)
-
-
-def _read_zip(path, zf):
-  """Unpickles a zip-format checkpoint; storages are read on first use."""
-  names = zf.namelist()
-  pkl = [n for n in names if n.endswith('/data.pkl') and n.count('/') == 1]
-  if not pkl:
-    if any(n.endswith('constants.pkl') for n in names):
-      raise CheckpointError(
-          f'{path} is a TorchScript archive (torch.jit.save), not a torch.save checkpoint; '
-          'save the weights with torch.save(model.state_dict(), path)')
-    raise CheckpointError(f'{path} is a zip file but not a torch.save checkpoint '
-                          '(no <archive>/data.pkl inside)')
-  prefix = pkl[0][:-len('data.pkl')]
-  byteorder = 'little'
-  if prefix + 'byteorder' in names:
-    byteorder = zf.read(prefix + 'byteorder').decode('ascii').strip()
-    if byteorder not in ('little', 'big'):
-      raise CheckpointError(f'{path}: unknown byteorder record {byteorder!r}')
-  storages = {}
-
-  def load_storage(pid):
-    _, storage_type, key, _, numel = pid[:5]
-    key = _as_str(key)
-    if key not in storages:
-      dtype_name = _storage_dtype(storage_type)
-      storage = _Storage(key, dtype_name, numel)
-      record = f'{prefix}data/{key}'
-      try:
-        raw = zf.read(record)
-      except KeyError:
-        raise CheckpointError(f'{path}: storage record {record} is missing '
-                              '(truncated or corrupt checkpoint)') from None
-      dtype = _np_dtype(dtype_name).newbyteorder('<' if byteorder == 'little' else '>')
-      if len(raw) % dtype.itemsize:
-        raise CheckpointError(f'{path}: storage {record} has {len(raw)} bytes, not a '
-                              f'multiple of {dtype.itemsize} ({dtype_name})')
-      storage.data = np.frombuffer(raw, dtype).astype(dtype.newbyteorder('='), copy=False)
-      storages[key] = storage
-    return storages[key]
-
-  data = zf.read(pkl[0])
-  return _RestrictedUnpickler(io.BytesIO(data), load_storage).load()
-
-
-def _read_legacy(path, f):
-  """Unpickles a pre-1.6 (non-zip) checkpoint and reads its storages, which follow it."""
-  def plain_load():
-    return _RestrictedUnpickler(f, _no_storage).load()
-
-  def _no_storage(pid):
-    raise CheckpointError(f'{path}: unexpected storage in a header pickle ({pid!r:.60})')
-
-  magic = plain_load()
-  if magic != _LEGACY_MAGIC:
-    raise CheckpointError(f'{path} is a pickle file but not a torch.save checkpoint '
-                          '(no torch magic number)')
-  protocol = plain_load()
-  if protocol != _LEGACY_PROTOCOL:
-    raise CheckpointError(f'{path}: unsupported legacy torch protocol {protocol!r}')
-  sys_info = plain_load()
-  little = bool(sys_info.get('little_endian', True)) if isinstance(sys_info, dict) else True
-  storages = {}
-  views = []
-
-  def load_storage(pid):
-    _, storage_type, key, _, numel = pid[:5]
-    view = pid[5] if len(pid) > 5 else None
-    key = _as_str(key)
-    if key not in storages:
-      storages[key] = _Storage(key, _storage_dtype(storage_type), numel)
-    root = storages[key]
-    if view is None:
-      return root
-    view_key, offset, view_numel = view
-    view_storage = _Storage(_as_str(view_key), root.dtype_name, view_numel)
-    view_storage.base = (root, offset)
-    views.append(view_storage)
-    return view_storage
-
-  obj = _RestrictedUnpickler(f, load_storage).load()
-  keys = plain_load()
-  for key in keys:
-    key = _as_str(key)
-    if key not in storages:
-      raise CheckpointError(f'{path}: storage {key!r} listed but never used (corrupt file)')
-    storage = storages[key]
-    dtype = _np_dtype(storage.dtype_name).newbyteorder('<' if little else '>')
-    header = f.read(8)
-    if len(header) < 8:
-      raise CheckpointError(f'{path} is truncated: storage {key!r} is missing')
-    (numel,) = struct.unpack('<q' if little else '>q', header)
-    raw = f.read(numel * dtype.itemsize)
-    if len(raw) < numel * dtype.itemsize:
-      raise CheckpointError(f'{path} is truncated: storage {key!r} has {len(raw)} of '
-                            f'{numel * dtype.itemsize} bytes')
-    storage.data = np.frombuffer(raw, dtype).astype(dtype.newbyteorder('='), copy=False)
-  return obj
-
-
-def read_torch_file(path):
-  """Unpickles a `torch.save` file into plain Python containers of lazy tensors.
-
-  Most users want `load_torch_checkpoint`; this is the step before it, for files that hold
-  more than one state_dict. Tensors come back as `_LazyTensor`; `materialize` turns them
-  into numpy arrays.
+  Raises:
+    CheckpointError: the file is not a checkpoint, is truncated, or holds something other
+      than a state_dict of dense tensors; the message names the file and what was found.
   """
   path = os.fspath(path)
   if os.path.isdir(path):
@@ -391,24 +67,8 @@ def read_torch_file(path):
     head = f.read(8)
   if not head:
     raise CheckpointError(f'{path} is empty, not a PyTorch checkpoint')
-  try:
-    if head.startswith(b'PK\x03\x04'):
-      try:
-        zf = zipfile.ZipFile(path)
-      except zipfile.BadZipFile as e:
-        raise CheckpointError(f'{path} looks like a zip-format torch checkpoint but cannot '
-                              f'be opened ({e}): truncated or corrupt (re-download it)') from None
-      with zf:
-        return _read_zip(path, zf)
-    if head[:1] == b'\x80':  # pickle protocol >= 2: the legacy torch.save format
-      with open(path, 'rb') as f:
-        return _read_legacy(path, f)
-  except CheckpointError:
-    raise
-  except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, struct.error,
-          TypeError, IndexError, AttributeError, KeyError) as e:
-    raise CheckpointError(f'{path} is truncated or corrupt: reading it failed with '
-                          f'{type(e).__name__}: {e}') from None
+  if torch_file.recognizes(head):
+    return torch_file.load_torch_checkpoint(path)
   for magic, what in _KNOWN_MAGICS:
     if head.startswith(magic):
       raise CheckpointError(f'{path} is {what}, not a PyTorch checkpoint (.pth/.pt)')
@@ -425,78 +85,8 @@ def _looks_like_text(head):
     return False
 
 
-def _is_tensor_dict(obj):
-  return (isinstance(obj, dict) and obj and
-          all(isinstance(v, _LazyTensor) for v in obj.values()))
-
-
-def _describe(obj):
-  if isinstance(obj, _Opaque):
-    return f'an object of class {type(obj).qualname}'
-  return f'a {type(obj).__name__}'
-
-
-def find_state_dict(obj, path='checkpoint'):
-  """Picks the state_dict out of what `read_torch_file` returned.
-
-  Accepts a bare state_dict, or a wrapper dict holding it under one of `_WRAPPER_KEYS`
-  (PANNs: `'model'`). Strips the `module.` prefix that `nn.DataParallel` adds to every key.
-  Raises CheckpointError naming what was found instead.
-  """
-  if isinstance(obj, _Opaque):
-    raise CheckpointError(
-        f'{path} holds a pickled {type(obj).qualname} object, not a state_dict; save the '
-        'weights with torch.save(model.state_dict(), path)')
-  if not isinstance(obj, dict):
-    raise CheckpointError(f'{path} holds {_describe(obj)}, not a state_dict (a dict of '
-                          'tensors)')
-  state = obj
-  if not any(isinstance(v, _LazyTensor) for v in obj.values()):
-    for key in _WRAPPER_KEYS:
-      if isinstance(obj.get(key), dict):
-        state = obj[key]
-        break
-    else:
-      raise CheckpointError(
-          f'{path} holds a dict with keys {sorted(map(str, obj))[:10]} and no state_dict in '
-          f'any of {list(_WRAPPER_KEYS)}')
-  bad = [(k, v) for k, v in state.items() if not isinstance(v, _LazyTensor)]
-  if bad:
-    k, v = bad[0]
-    raise CheckpointError(
-        f'{path}: state_dict entry {k!r} is {_describe(v)}, not a dense tensor '
-        f'({len(bad)} such entries); only plain tensors can be imported')
-  if not state:
-    raise CheckpointError(f'{path} holds an empty state_dict')
-  keys = [str(k) for k in state]
-  if all(k.startswith('module.') for k in keys):
-    state = {k[len('module.'):]: v for k, v in zip(keys, state.values())}
-  return {str(k): v for k, v in state.items()}
-
-
-def materialize(state, path='checkpoint'):
-  """`{name: _LazyTensor}` -> `{name: np.ndarray}` (contiguous copies)."""
-  return {k: v.to_numpy(f'{path}:{k}') for k, v in state.items()}
-
-
-def load_torch_checkpoint(path):
-  """Reads a `.pth`/`.pt` file into `{state_dict key: np.ndarray}` without PyTorch.
-
-  Handles the zip and legacy `torch.save` formats, wrapper dicts (`{'model': ...}` as in
-  PANNs, `{'state_dict': ...}`) and DataParallel's `module.` prefix. Arrays keep their
-  stored dtype (float32, float16, bfloat16 via ml_dtypes, int64, ...).
-
-  Raises:
-    CheckpointError: the file is not a checkpoint, is truncated, or holds something other
-      than a state_dict of dense tensors; the message names the file and what was found.
-  """
-  path = os.fspath(path)
-  obj = read_torch_file(path)
-  return materialize(find_state_dict(obj, path), path)
-
-
 # ---------------------------------------------------------------------------------------
-# Part 2: strict merge into freshly initialised variables.
+# Strict merge into freshly initialised variables.
 # ---------------------------------------------------------------------------------------
 
 # How many names each section of a merge error lists.
@@ -533,7 +123,7 @@ def _compile(dont_load):
   try:
     return [(p, re.compile(p)) for p in dont_load]
   except re.error as e:
-    raise ValueError(f'dont_load: invalid regex {e.pattern!r}: {e}') from None
+    raise errors.UserError(f'dont_load: invalid regex {e.pattern!r}: {e}') from None
 
 
 def _shape(x):
@@ -615,24 +205,13 @@ def merge_params(loaded, init, dont_load=()):
 
 
 # ---------------------------------------------------------------------------------------
-# Part 3: from a file to merged variables.
+# Front-end checks and conversion.
 # ---------------------------------------------------------------------------------------
 
 # Fixed front-end buffers of PANNs' torchlibrosa modules: (n_fft // 2 + 1, 1, n_fft) and
 # (n_fft // 2 + 1, n_mels). They tell which front end a PANNs checkpoint was trained with.
 _PANNS_STFT_KEY = 'spectrogram_extractor.stft.conv_real.weight'
 _PANNS_MEL_KEY = 'logmel_extractor.melW'
-
-
-def frontend_name(name):
-  """'panns32k', or a data name like 'ravdess/speech_panns32k' -> 'panns32k'; else None."""
-  from ser_jax import features  # pylint: disable=g-import-not-at-top
-  if not name:
-    return None
-  if name in features.FRONTENDS:
-    return name
-  tail = str(name).rsplit('/', 1)[-1].rsplit('_', 1)[-1]
-  return tail if tail in features.FRONTENDS else None
 
 
 def _mel_matrix(frontend):
@@ -659,15 +238,14 @@ def check_panns_frontend(state_dict, frontend, path='checkpoint'):
 
   Args:
     state_dict: the torch state_dict (numpy arrays).
-    frontend: a `ser_jax.features` front-end name ('panns32k'), a data name
-      ('ravdess/speech_panns32k') or a FrontEnd.
+    frontend: a `ser_jax.features` front-end name ('panns32k') or a FrontEnd.
 
   Raises:
     CheckpointError: naming the checkpoint's front end and the one requested.
   """
   from ser_jax import features  # pylint: disable=g-import-not-at-top
   if isinstance(frontend, str):
-    frontend = features.get_frontend(frontend_name(frontend) or frontend)
+    frontend = features.get_frontend(frontend)
   stft, melw = state_dict.get(_PANNS_STFT_KEY), state_dict.get(_PANNS_MEL_KEY)
   if stft is None and melw is None:
     logging.warning('%s has no PANNs front-end buffers (%s, %s): cannot check that it was '
@@ -691,8 +269,8 @@ def check_panns_frontend(state_dict, frontend, path='checkpoint'):
       f'Cnn14_16k_mAP=0.438.pth has n_fft 512, the 32 kHz Cnn14_mAP=0.431.pth 1024), but the '
       f'features are {frontend.name!r} ({frontend.sample_rate} Hz, n_fft {frontend.n_fft}, '
       f'{frontend.n_mels} mels, {frontend.fmin:g}-{frontend.fmax:g} Hz). Use the checkpoint '
-      f'that matches the front end, or a data config with the matching front end'
-      f'{f" (ravdess/<subset>_{theirs[0]}, --frontend={theirs[0]})" if theirs else ""}.')
+      f'that matches the front end, or the matching front end'
+      f'{f" (--config.data.frontend={theirs[0]})" if theirs else ""}.')
 
 
 def _unexplained(keys, table):
@@ -708,14 +286,10 @@ def matching_sources(keys):
           if not _unexplained(keys, table)]
 
 
-def convert(state_dict, source):
-  """`ser_jax.convert.convert`, re-exported here where docs/architecture.md lists it."""
-  from ser_jax import convert as convert_lib  # pylint: disable=g-import-not-at-top
-  return convert_lib.convert(state_dict, source)
-
-
-def convert_state_dict(state_dict, source, *, frontend=None, path='checkpoint'):
+def convert_state_dict(state_dict, source, *, frontend, path='checkpoint'):
   """Converts a torch state_dict with `ser_jax.convert`, checking PANNs' front end.
+
+  `frontend` (a `ser_jax.features` name or FrontEnd) is the one the model will see.
 
   Raises:
     CheckpointError: the rename table does not fit the keys (the message names the
@@ -727,11 +301,7 @@ def convert_state_dict(state_dict, source, *, frontend=None, path='checkpoint'):
                           f'(config.init.source / --source), one of '
                           f'{sorted(convert_lib.SOURCES)}')
   if source.startswith('panns'):
-    if frontend is None:
-      logging.warning('%s: no front end given: not checking that the PANNs checkpoint '
-                      'matches the features', path)
-    else:
-      check_panns_frontend(state_dict, frontend, path)
+    check_panns_frontend(state_dict, frontend, path)
   try:
     return convert_lib.convert(state_dict, source)
   except ValueError as e:
@@ -751,80 +321,81 @@ def convert_state_dict(state_dict, source, *, frontend=None, path='checkpoint'):
                           ) from None
 
 
-def init_input_shape(model_name):
-  """(mel, time) used to initialise a model for importing: PANNs CNN14 has 64 mel bins."""
-  return (64, 128) if 'panns' in model_name else (128, 256)
+# ---------------------------------------------------------------------------------------
+# From a file to merged variables.
+# ---------------------------------------------------------------------------------------
 
 
-def init_model(model_name, *, num_classes, seed=0, input_shape=None, abstract=False,
-               **model_kwargs):
-  """Builds `model_name` and returns (model, freshly initialised variables).
-
-  With `abstract=True` the variables are `jax.ShapeDtypeStruct`s (no compilation, no
-  memory): enough for a merge in which every leaf comes from the checkpoint.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from ser_jax import models  # pylint: disable=g-import-not-at-top
-  model = models.get_model(model_name, num_classes=num_classes, **model_kwargs)
-  mel, time = input_shape or init_input_shape(model_name)
-  x = jnp.zeros((1, mel, time, 1), jnp.float32)  # (batch, mel, time, channels)
-  init = lambda rng: model.init(rng, x, train=False)
-  rng = jax.random.PRNGKey(seed)
-  variables = jax.eval_shape(init, rng) if abstract else jax.jit(init)(rng)
-  return model, dict(variables)
-
-
-def load_pretrained(path, variables, *, source='', dont_load=(), frontend=None):
+def load_pretrained(path, variables, *, frontend, source='', dont_load=()):
   """Loads `path` (a .pth/.pt or an import_weights output) strictly into `variables`.
 
   Args:
-    path: a `torch.save` file, or a directory written by `launch/import_weights.py`.
-    variables: freshly initialised `{'params', 'batch_stats'}` of the target model.
-    source: converter name (`ser_jax.convert.SOURCES`) for a .pth; ignored for a directory.
+    path: a weights file (`load_state_dict`), or a directory written by
+      `launch/import_weights.py`.
+    variables: freshly initialised `{'params', 'batch_stats'}` of the target model
+      (values, or `jax.ShapeDtypeStruct`s when `dont_load` matches none of them).
+    frontend: the front end the model will see (`config.data.frontend`); weights
+      trained or imported for another one are refused.
+    source: converter name (`ser_jax.convert.SOURCES`) for a file; ignored for a directory.
     dont_load: regexes of variable paths that keep their initial values.
-    frontend: the front end (name or data name) the model will see; a PANNs checkpoint
-      trained with another front end is refused.
 
   Returns:
     Merged variables (nested dicts of numpy arrays).
+
+  Raises:
+    CheckpointError: missing, unreadable or mismatched weights (names the problem).
   """
   path = os.fspath(path)
-  frontend = frontend_name(frontend) if isinstance(frontend, str) else frontend
   if os.path.isdir(path):
     loaded = restore_imported(path, frontend=frontend)
   elif os.path.exists(path):
-    state_dict = load_torch_checkpoint(path)
+    state_dict = load_state_dict(path)
     loaded = convert_state_dict(state_dict, source, frontend=frontend, path=path)
   else:
     raise CheckpointError(f'pretrained weights {path} do not exist')
   return merge_params(loaded, variables, dont_load)
 
 
-def init_from_pretrained(variables, init_config, *, frontend=None):
-  """What training calls when `config.init.pretrained` is set.
+def init_from_pretrained(variables, config):
+  """What training does when `config.init.pretrained` is set.
 
   Args:
     variables: freshly initialised `{'params': ..., 'batch_stats': ...}`.
-    init_config: `config.init`: `pretrained` (.pth/.pt file or import_weights directory),
-      `source` (converter for a .pth), `dont_load` (regexes kept from `variables`).
-    frontend: the data's front end, e.g. `config.data.name` ('ravdess/speech_panns32k')
-      or 'panns32k'; used to refuse a PANNs checkpoint of another sample rate.
+    config: the experiment config: `init.pretrained` (.pth/.pt file or import_weights
+      directory), `init.source` (converter for a file), `init.dont_load` (regexes kept
+      from `variables`), and `data.frontend`, which the weights must have been trained
+      (PANNs) or imported for.
 
   Returns:
     Variables of the same structure, as JAX arrays, with the pretrained values.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  merged = load_pretrained(init_config.pretrained, variables,
-                           source=init_config.get('source', ''),
-                           dont_load=tuple(init_config.get('dont_load', ())),
-                           frontend=frontend)
-  kept = [p for p in flatten(merged)
-          if any(re.search(d, p) for d in init_config.get('dont_load', ()))]
+  init = config.init
+  dont_load = tuple(init.get('dont_load', ()))
+  merged = load_pretrained(init.pretrained, variables, frontend=config.data.frontend,
+                           source=init.get('source', ''), dont_load=dont_load)
+  kept = [p for p in flatten(merged) if any(re.search(d, p) for d in dont_load)]
   logging.info('Initialised from %s: %d leaves loaded, %d kept from init (%s)',
-               init_config.pretrained, len(flatten(merged)) - len(kept), len(kept), kept)
+               init.pretrained, len(flatten(merged)) - len(kept), len(kept), kept)
   return jax.tree.map(jnp.asarray, merged)
+
+
+def import_checkpoint(config, path, *, seed=0):
+  """A weights file -> converted -> strictly merged into a fresh `config.model`.
+
+  The model, classes, input shape and front end come from `config`, the converter and
+  the new parts from `config.init.source` / `config.init.dont_load`. Leaves matched by
+  `dont_load` keep their fresh initialisation (from `seed`); without `dont_load` the
+  model is only traced for its shapes, never run.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from ser_jax import model_init  # pylint: disable=g-import-not-at-top
+  dont_load = tuple(config.init.dont_load)
+  init = model_init.init_variables(config, rng=jax.random.PRNGKey(seed),
+                                   abstract=not dont_load)
+  return load_pretrained(path, init, frontend=config.data.frontend,
+                         source=config.init.source, dont_load=dont_load)
 
 
 # ---------------------------------------------------------------------------------------
@@ -844,10 +415,9 @@ def save_imported(output, variables, info):
   Raises:
     FileExistsError: `output` exists (never overwritten).
   """
-  import json  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
   import tempfile  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from ser_jax import checkpoints  # pylint: disable=g-import-not-at-top
   output = os.path.abspath(os.fspath(output))
   if os.path.exists(output):
     raise FileExistsError(f'{output} exists; refusing to overwrite it (choose another '
@@ -857,9 +427,7 @@ def save_imported(output, variables, info):
   tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.tmp-', dir=parent)
   try:
     numpy_vars = unflatten({k: np.asarray(v) for k, v in flatten(variables).items()})
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(os.path.join(tmp, IMPORT_VARIABLES), numpy_vars)
-    checkpointer.wait_until_finished()
+    checkpoints.save_variables(os.path.join(tmp, IMPORT_VARIABLES), numpy_vars)
     with open(os.path.join(tmp, IMPORT_INFO), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
     if os.path.exists(output):
@@ -872,7 +440,7 @@ def save_imported(output, variables, info):
 
 
 def read_import_info(path):
-  import json  # pylint: disable=g-import-not-at-top
+  """`import_info.json` of an import directory ({} when there is none)."""
   info_path = os.path.join(os.fspath(path), IMPORT_INFO)
   if not os.path.exists(info_path):
     return {}
@@ -880,37 +448,81 @@ def read_import_info(path):
     return json.load(f)
 
 
-def restore_imported(path, *, frontend=None):
+def check_weights_frontend(path, source, frontend):
+  """Raises CheckpointError when weights at `path` are not for `frontend`.
+
+  An import directory is checked against the front end it records; a PANNs file
+  (`source` 'panns_*') against its STFT and mel buffers (this reads the file). Other
+  files carry no front end and pass.
+  """
+  if os.path.isdir(path):
+    check_imported_frontend(path, frontend)
+  elif str(source).startswith('panns'):
+    check_panns_frontend(load_state_dict(path), frontend, path)
+
+
+def check_imported_frontend(path, frontend):
+  """Raises CheckpointError when `path` records a front end other than `frontend`."""
+  imported_fe = read_import_info(path).get('frontend')
+  if frontend and imported_fe and imported_fe != frontend:
+    raise CheckpointError(f'{path} was imported for front end {imported_fe!r} but the '
+                          f'features are {frontend!r} (config.data.frontend)')
+
+
+def restore_imported(path, *, frontend):
   """Reads the variables of an import_weights directory (or a bare Orbax checkpoint).
 
   Raises:
     CheckpointError: not a checkpoint directory, or imported for another front end.
   """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from ser_jax import checkpoints  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.fspath(path))
-  info = read_import_info(path)
   ckpt = os.path.join(path, IMPORT_VARIABLES)
   if not os.path.isdir(ckpt):
     ckpt = path  # a bare StandardCheckpointer directory
-  if not os.path.exists(os.path.join(ckpt, '_CHECKPOINT_METADATA')):
+  if not checkpoints.is_checkpoint(ckpt):
     raise CheckpointError(f'{path} is not a checkpoint written by launch/import_weights.py '
                           f'(no {IMPORT_VARIABLES}/ Orbax checkpoint inside)')
-  imported_fe = info.get('frontend')
-  if frontend and imported_fe and frontend_name(frontend) != imported_fe:
-    raise CheckpointError(f'{path} was imported for front end {imported_fe!r} but the '
-                          f'features are {frontend_name(frontend)!r}')
-  restored = ocp.StandardCheckpointer().restore(ckpt)
+  check_imported_frontend(path, frontend)
+  restored = checkpoints.restore_variables(ckpt)
   return unflatten({k: np.asarray(v) for k, v in flatten(restored).items()})
 
 
-def import_checkpoint(path, source, model_name, *, num_classes, dont_load=(), frontend=None,
-                      input_shape=None, seed=0, model_kwargs=None):
-  """A `.pth` -> converted -> strictly merged into a fresh `model_name`; returns variables.
+def import_to_directory(config, checkpoint, output, *, seed=0) -> dict:
+  """What launch/import_weights.py does: `import_checkpoint`, then `save_imported`.
 
-  Leaves matched by `dont_load` keep their fresh initialisation (from `seed`); without
-  `dont_load` the model is only traced for its shapes, never run.
+  Returns:
+    The `import_info.json` written next to the variables (what was imported, from where,
+    which variables are fresh).
+
+  Raises:
+    UserError: `output` exists (checked before the import), or the weights do not fit.
   """
-  _, init = init_model(model_name, num_classes=num_classes, seed=seed,
-                       input_shape=input_shape, abstract=not dont_load,
-                       **(model_kwargs or {}))
-  return load_pretrained(path, init, source=source, dont_load=dont_load, frontend=frontend)
+  import datetime  # pylint: disable=g-import-not-at-top
+  import hashlib  # pylint: disable=g-import-not-at-top
+  output = os.path.abspath(os.fspath(output))
+  if os.path.exists(output):  # checked first, so a long import is not wasted
+    raise errors.UserError(f'{output} exists; refusing to overwrite it')
+  variables = import_checkpoint(config, checkpoint, seed=seed)
+  flat = flatten(variables)
+  dont_load = [p for p in config.init.dont_load if p]
+  digest = hashlib.sha256()
+  with open(checkpoint, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      digest.update(block)
+  info = {'model': config.model.name, 'source': config.init.source,
+          'num_classes': int(config.model.num_classes), 'dont_load': dont_load,
+          'frontend': config.data.frontend,
+          'input_shape': [int(s) for s in config.data.input_shape],
+          'checkpoint': os.path.abspath(checkpoint), 'checkpoint_sha256': digest.hexdigest(),
+          'seed': seed, 'fresh': sorted(p for p in flat
+                                        if any(re.search(d, p) for d in dont_load)),
+          'num_parameters': int(sum(v.size for p, v in flat.items()
+                                    if p.startswith('params/'))),
+          'num_variables': len(flat),
+          'created': datetime.datetime.now(datetime.timezone.utc).isoformat()}
+  try:
+    save_imported(output, variables, info)
+  except FileExistsError as e:
+    raise errors.UserError(str(e)) from None
+  return info
