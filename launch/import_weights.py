@@ -1,4 +1,5 @@
-r"""Imports a PyTorch checkpoint (.pth/.pt) into a Flax model and saves it for ser-jax.
+r"""Imports a PyTorch checkpoint (.pth/.pt) into a Flax model: a thin launcher over
+`ser_jax.pretrained.import_to_directory`.
 
   # The predecessor's own trained CNN-X:
   python launch/import_weights.py --checkpoint=cnnx_fold0.pth --source=predecessor_cnnx \
@@ -23,20 +24,13 @@ is written to a temporary sibling and renamed into place, and never overwritten.
 launch/evaluate.py and launch/predict.py.
 """
 
-import datetime
-import hashlib
 import pathlib
-import re
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-# Runs from any working directory without installing the package.
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
+from ser_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Optional experiment config (configs/<model>.py): supplies --model, '
@@ -53,89 +47,64 @@ _DONT_LOAD = flags.DEFINE_list('dont_load', [], 'Regexes (re.search) of variable
                                "like 'params/classifier/kernel' that keep their fresh "
                                'initialisation: a new head or stem.')
 _FRONTEND = flags.DEFINE_string('frontend', None, 'Front end the model will see '
-                                '(ser_jax.features: predecessor48k, panns32k, panns16k); PANNs '
-                                'checkpoints are checked against it. Default for PANNs '
-                                'sources: panns32k.')
-_INPUT_SHAPE = flags.DEFINE_list('input_shape', None, 'mel,time used to initialise the '
-                                 'model (CNN-X needs its training shape, 128,256).')
+                                '(ser_jax.features: predecessor48k, panns32k, panns16k); '
+                                'PANNs checkpoints are checked against it. Default: the '
+                                "config's, else panns32k for PANNs sources, else "
+                                'predecessor48k.')
+_INPUT_SHAPE = flags.DEFINE_list('input_shape', None, "mel,time used to initialise the model; "
+                                 "default: the config's, else (the front end's mels, 256) "
+                                 '(CNN-X needs its training shape, 128,256).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the fresh (--dont_load) parameters.')
 flags.mark_flags_as_required(['checkpoint', 'output'])
 
 
-def _sha256(path):
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def _settings():
-  """Flags, falling back to --config's fields for those not given on the command line."""
-  from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
-  given = lambda flag: flags.FLAGS[flag.name].present
-
-  def pick(flag, from_config):
-    if given(flag) or config is None:
-      return flag.value
-    return from_config()
-
-  model = pick(_MODEL, lambda: config.model.name)
-  source = pick(_SOURCE, lambda: config.init.source)
-  num_classes = pick(_NUM_CLASSES, lambda: int(config.model.num_classes))
-  dont_load = pick(_DONT_LOAD, lambda: list(config.init.dont_load))
-  frontend = pick(_FRONTEND, lambda: pretrained.frontend_name(config.data.name))
-  input_shape = pick(_INPUT_SHAPE, lambda: list(config.data.input_shape))
-  missing = [name for name, value in (('--model', model), ('--source', source)) if not value]
+def _config():
+  """--config (or the default config) with every flag given on the command line applied."""
+  from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from ser_jax import features  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value or config_lib.default()
+  given = lambda flag: flags.FLAGS[flag.name].present or _CONFIG.value is None
+  if given(_MODEL):
+    config.model.name = _MODEL.value
+  if given(_SOURCE):
+    config.init.source = _SOURCE.value
+  if given(_NUM_CLASSES):
+    config.model.num_classes = _NUM_CLASSES.value
+  if given(_DONT_LOAD):
+    config.init.dont_load = tuple(_DONT_LOAD.value)
+  if _FRONTEND.value:
+    config.data.frontend = _FRONTEND.value
+  elif _CONFIG.value is None:
+    config.data.frontend = ('panns32k' if (_SOURCE.value or '').startswith('panns')
+                            else 'predecessor48k')
+  if _INPUT_SHAPE.value:
+    if len(_INPUT_SHAPE.value) != 2:
+      raise app.UsageError(f'--input_shape must be mel,time; got {_INPUT_SHAPE.value}')
+    config.data.input_shape = tuple(int(s) for s in _INPUT_SHAPE.value)
+  elif _CONFIG.value is None:
+    config.data.input_shape = (features.get_frontend(config.data.frontend).n_mels, 256)
+  missing = [name for name, value in (('--model', config.model.name),
+                                      ('--source', config.init.source)) if not value]
   if missing:
     raise app.UsageError(f'{" and ".join(missing)} required (or --config=configs/<model>.py)')
-  if frontend is None and source.startswith('panns'):
-    frontend = 'panns32k'
-  if input_shape is not None:
-    if len(input_shape) != 2:
-      raise app.UsageError(f'--input_shape must be mel,time; got {input_shape}')
-    input_shape = tuple(int(s) for s in input_shape)
-  return dict(model=model, source=source, num_classes=num_classes,
-              dont_load=[p for p in dont_load if p], frontend=frontend,
-              input_shape=input_shape)
+  return config
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
   from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
-  settings = _settings()
-  checkpoint = pathlib.Path(_CHECKPOINT.value).absolute()
-  output = pathlib.Path(_OUTPUT.value).absolute()
-  if output.exists():  # checked first, so a long import is not wasted
-    sys.exit(f'import_weights: error: {output} exists; refusing to overwrite it')
-  try:
-    variables = pretrained.import_checkpoint(
-        checkpoint, settings['source'], settings['model'],
-        num_classes=settings['num_classes'], dont_load=settings['dont_load'],
-        frontend=settings['frontend'], input_shape=settings['input_shape'],
-        seed=_SEED.value)
-  except (pretrained.CheckpointError, ValueError) as e:
-    sys.exit(f'import_weights: error: {e}')
-  flat = pretrained.flatten(variables)
-  fresh = sorted(p for p in flat if any(re.search(d, p)
-                                        for d in settings['dont_load']))
-  info = dict(settings, input_shape=list(settings['input_shape'] or
-                                         pretrained.init_input_shape(settings['model'])),
-              checkpoint=str(checkpoint), checkpoint_sha256=_sha256(checkpoint),
-              seed=_SEED.value, fresh=fresh,
-              num_parameters=int(sum(v.size for p, v in flat.items()
-                                     if p.startswith('params/'))),
-              created=datetime.datetime.now(datetime.timezone.utc).isoformat())
-  try:
-    pretrained.save_imported(output, variables, info)
-  except FileExistsError as e:
-    sys.exit(f'import_weights: error: {e}')
-  print(f'Imported {checkpoint.name} ({settings["source"]}) into {settings["model"]}: '
-        f'{len(flat) - len(fresh)} variables loaded, {len(fresh)} freshly initialised'
-        f'{" (" + ", ".join(fresh) + ")" if fresh else ""}.')
-  print(f'Wrote {output}')
+  with errors.exit_on_user_error('import_weights'):
+    config = _config()
+    config_lib.validate(config, training=False)
+    info = pretrained.import_to_directory(config, pathlib.Path(_CHECKPOINT.value),
+                                          pathlib.Path(_OUTPUT.value), seed=_SEED.value)
+  fresh = info['fresh']
+  print(f'Imported {pathlib.Path(info["checkpoint"]).name} ({info["source"]}) into '
+        f'{info["model"]}: {info["num_variables"] - len(fresh)} variables loaded, '
+        f'{len(fresh)} freshly initialised{" (" + ", ".join(fresh) + ")" if fresh else ""}.')
+  print(f'Wrote {_OUTPUT.value}')
 
 
 if __name__ == '__main__':

@@ -13,22 +13,17 @@ Multi-host runs also take `--coordinator_address`, `--num_processes`, `--process
 
 import logging as std_logging
 import pathlib
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-# Runs from any working directory without installing the package.
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
-
-from ser_jax import distributed  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import distributed
+from ser_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', str(_ROOT / 'configs' / 'default.py'),
+    'config', str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py'),
     'Experiment config file (configs/<name>.py, optionally :tiny).', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder: checkpoints, reports, '
                                'TensorBoard events. Rerun with the same one to resume.')
@@ -46,7 +41,8 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietOrbax())
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  distributed.maybe_initialize()  # before anything touches a JAX backend
+  with errors.exit_on_user_error('train.py'):
+    distributed.maybe_initialize()  # before anything touches a JAX backend
   import jax  # pylint: disable=g-import-not-at-top
   from ser_jax import train  # pylint: disable=g-import-not-at-top
 
@@ -55,12 +51,10 @@ def main(argv):
   logging.info('JAX process %d/%d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   logging.info('Config:\n%s', _CONFIG.value)
-  try:
+  # Configuration, data and divergence problems: one clear line; anything else is a bug
+  # and keeps its traceback.
+  with errors.exit_on_user_error('train.py'):
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
-    # Configuration, data and divergence problems: one clear line, no traceback.
-    logging.error('%s', e)
-    sys.exit(f'train.py: error: {e}')
   if jax.process_index() == 0:
     mean, std = summary['mean'], summary['std']
     print(f"{_CONFIG.value.model.name}: " + ', '.join(

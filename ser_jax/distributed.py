@@ -23,6 +23,8 @@ from absl import flags
 from absl import logging
 import jax
 
+from ser_jax import errors
+
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', 'auto', ['auto', 'on', 'off'],
     "Multi-process start-up: 'auto' initialises jax.distributed on Cloud TPU VMs, Slurm/MPI "
@@ -48,7 +50,7 @@ def _env_int(name):
   try:
     return int(value)
   except ValueError:
-    raise ValueError(f'Environment variable {name}={value!r}: expected an integer.') from None
+    raise errors.UserError(f'Environment variable {name}={value!r}: expected an integer.') from None
 
 
 def _on_cloud_tpu_vm():
@@ -83,7 +85,7 @@ def resolve_settings(coordinator_address=None, num_processes=None, process_id=No
   """
   mode = mode or _flag_value(_DISTRIBUTED) or os.environ.get('SER_JAX_DISTRIBUTED') or 'auto'
   if mode not in ('auto', 'on', 'off'):
-    raise ValueError(f"distributed mode {mode!r}: expected 'auto', 'on' or 'off'.")
+    raise errors.UserError(f"distributed mode {mode!r}: expected 'auto', 'on' or 'off'.")
   coordinator_address = (coordinator_address or _flag_value(_COORDINATOR_ADDRESS)
                          or os.environ.get('JAX_COORDINATOR_ADDRESS') or None)
   if num_processes is None:
@@ -127,7 +129,7 @@ def maybe_initialize(coordinator_address=None, num_processes=None, process_id=No
     True when JAX runs distributed (initialised now or before), False for a single process.
 
   Raises:
-    ValueError: explicit settings that contradict each other.
+    UserError: explicit settings that contradict each other.
     RuntimeError: several processes were asked for after the JAX backend had already started.
   """
   if jax.distributed.is_initialized():
@@ -141,13 +143,13 @@ def maybe_initialize(coordinator_address=None, num_processes=None, process_id=No
                                         ('process_id', process_id)) if value is None]
     # Without a launcher to auto-detect from, JAX's own error is a long wait and a timeout.
     if missing and not (_on_cloud_tpu_vm() or _cluster_launcher_tasks() > 1):
-      raise ValueError(
+      raise errors.UserError(
           f'num_processes={num_processes} but {", ".join(missing)} not set: pass '
           '--coordinator_address=HOST:PORT and --process_id=N (or $JAX_COORDINATOR_ADDRESS, '
           '$JAX_PROCESS_ID) on every process.')
   if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
-    raise ValueError(f'process_id={process_id} outside 0..{num_processes - 1} '
-                     f'(num_processes={num_processes}).')
+    raise errors.UserError(f'process_id={process_id} outside 0..{num_processes - 1} '
+                           f'(num_processes={num_processes}).')
   logging.info('jax.distributed.initialize(coordinator_address=%s, num_processes=%s, '
                'process_id=%s)', coordinator_address, num_processes, process_id)
   jax.distributed.initialize(coordinator_address=coordinator_address,

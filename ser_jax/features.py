@@ -20,6 +20,9 @@ Front ends (the facts are in the project's REFERENCE notes):
 
 `load_audio(path, sample_rate)` decodes with soundfile, averages channels to mono and
 resamples like librosa.load (res_type 'soxr_hq'); each conversion is logged.
+
+`clip_to_features(waveform, sample_rate, frontend)` is what the dataset builder stores and
+prediction feeds for one decoded clip (the short-clip rule lives there, once).
 """
 
 import dataclasses
@@ -32,6 +35,8 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 import scipy.fft
 import scipy.sparse
+
+from ser_jax import errors
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ def get_frontend(name: str) -> FrontEnd:
   return FRONTENDS[name]
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(errors.UserError):
   """A file could not be decoded as audio."""
 
 
@@ -254,3 +259,36 @@ def log_mel(waveform: np.ndarray, frontend: FrontEnd | str) -> np.ndarray:
   if isinstance(frontend, str):
     frontend = get_frontend(frontend)
   return power_to_db(mel_power(waveform, frontend), frontend)
+
+
+def clip_to_features(waveform: np.ndarray, sample_rate: int,
+                     frontend: FrontEnd | str) -> tuple[np.ndarray, list[str]]:
+  """A decoded clip -> its model features, the same for the dataset builder and prediction.
+
+  The one place the short-clip rule lives: a clip of at most n_fft / 2 samples (16 ms at
+  panns32k and panns16k) is too short for the reflect padding of the PANNs front ends, so
+  it is zero-padded at the end to n_fft / 2 + 1 samples first (the predecessor's front
+  end pads with zeros anyway and takes any length).
+
+  Args:
+    waveform: float32 mono `(samples,)`.
+    sample_rate: its rate; resampled (soxr_hq, as `read_audio`) if not the front end's.
+    frontend: a FrontEnd or its name.
+
+  Returns:
+    (log-mel float32 `(n_mels, frames)`, notes): notes say what was changed (resampling,
+    padding), for the caller to log (the builder logs them in its parent process).
+  """
+  fe = get_frontend(frontend) if isinstance(frontend, str) else frontend
+  y = np.asarray(waveform, dtype=np.float32)
+  notes = []
+  if sample_rate != fe.sample_rate:
+    import librosa  # pylint: disable=g-import-not-at-top
+    notes.append(f"resampled {sample_rate} Hz to {fe.sample_rate} Hz")
+    y = librosa.resample(y, orig_sr=sample_rate, target_sr=fe.sample_rate,
+                         res_type="soxr_hq").astype(np.float32)
+  n = fe.n_fft // 2 + 1
+  if fe.pad_mode == "reflect" and len(y) < n:
+    notes.append(f"zero-padded {len(y)} to {n} samples (shorter than the {fe.name} window)")
+    y = np.pad(y, (0, n - len(y)))  # reflect padding needs > n_fft/2 samples
+  return log_mel(y, fe), notes

@@ -62,10 +62,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ser_jax import errors
+
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ('neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust',
-               'surprised')
 CROP_MODES = ('resize', 'crop_pad')
 
 
@@ -122,7 +122,7 @@ def read_source(source: Any, *, dataset_name: str = 'dataset',
   """
   n = len(source)
   if n == 0:
-    raise ValueError(f'{dataset_name}: the data source holds no examples')
+    raise errors.UserError(f'{dataset_name}: the data source holds no examples')
   images, labels, actors, names = [], [], [], []
   getitems = getattr(source, '__getitems__', None)
   for start in range(0, n, chunk):
@@ -134,11 +134,11 @@ def read_source(source: Any, *, dataset_name: str = 'dataset',
         labels.append(int(ex['emotion']))
         actors.append(int(ex['actor']))
       except KeyError as e:
-        raise ValueError(f'{dataset_name}: examples need log_mel, emotion and actor; '
+        raise errors.UserError(f'{dataset_name}: examples need log_mel, emotion and actor; '
                          f'missing {e} (keys: {sorted(ex)})') from e
       if image.ndim != 2:
-        raise ValueError(f'{dataset_name}: log_mel must be (n_mels, frames), got '
-                         f'shape {image.shape}')
+        raise errors.UserError(f'{dataset_name}: log_mel must be (n_mels, frames), got '
+                               f'shape {image.shape}')
       images.append(image)
       names.append(_to_str(ex.get('file_name', '')))
   return Examples(images=images, labels=np.asarray(labels, np.int32),
@@ -152,9 +152,9 @@ def select_actors(examples: Examples, actors: Iterable[int], *,
   keep = np.flatnonzero(np.isin(examples.actors, wanted))
   if keep.size == 0:
     present = sorted({int(a) for a in examples.actors})
-    raise ValueError(
+    raise errors.UserError(
         f'Empty data selection: no clips of actors {wanted} in {dataset_name} '
-        f'(it holds actors {present}). Check config.folds and config.data.name.')
+        f'(it holds actors {present}). Check config.folds and config.data.')
   missing = sorted(set(wanted) - {int(a) for a in examples.actors[keep]})
   if missing:
     log.warning('%s holds no clips of actors %s (selected %s)', dataset_name, missing,
@@ -191,17 +191,17 @@ def resize_bilinear(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def check_data_config(data_config) -> None:
+  """Raises UserError unless `crop_mode` and `input_shape` are valid (config_lib.validate)."""
   if data_config.crop_mode not in CROP_MODES:
-    raise ValueError(f'config.data.crop_mode must be one of {CROP_MODES}, got '
-                     f'{data_config.crop_mode!r}')
+    raise errors.UserError(f'config.data.crop_mode must be one of {CROP_MODES}, got '
+                           f'{data_config.crop_mode!r}')
   shape = tuple(data_config.input_shape)
   if len(shape) != 2 or min(shape) < 1:
-    raise ValueError(f'config.data.input_shape must be (mel, time), got {shape}')
+    raise errors.UserError(f'config.data.input_shape must be (mel, time), got {shape}')
 
 
 def prepare_images(examples: Examples, data_config) -> Examples:
   """In `resize` mode resizes every image once to `input_shape`; checks `crop_pad` shapes."""
-  check_data_config(data_config)
   shape = tuple(int(s) for s in data_config.input_shape)
   if data_config.crop_mode == 'resize':
     if examples.resized_to == shape:
@@ -209,10 +209,13 @@ def prepare_images(examples: Examples, data_config) -> Examples:
     return dataclasses.replace(
         examples, images=[resize_bilinear(im, shape) for im in examples.images],
         resized_to=shape)
+  if data_config.crop_mode != 'crop_pad':
+    check_data_config(data_config)  # raises, naming the modes
   bad = {im.shape[0] for im in examples.images} - {shape[0]}
   if bad:
-    raise ValueError(f"crop_mode 'crop_pad' keeps the mel axis: the data has "
-                     f"{sorted(bad)} mel bins but config.data.input_shape[0] is {shape[0]}")
+    raise errors.UserError(
+        f"crop_mode 'crop_pad' keeps the mel axis: the data has {sorted(bad)} mel bins but "
+        f"config.data.input_shape[0] is {shape[0]}")
   return examples
 
 
@@ -305,7 +308,6 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
     start_step: first step of the epoch to produce (resume inside an epoch).
     process_index, process_count: this host and the number of hosts.
   """
-  check_data_config(data_config)
   seed = _as_seed(seed)
   n = len(examples)
   if n == 0:
@@ -365,7 +367,6 @@ def eval_batches(examples: Examples, data_config, *, batch_size: int,
                  process_index: int = 0, process_count: int = 1
                  ) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of evaluation batches covering every clip exactly once."""
-  check_data_config(data_config)
   n = len(examples)
   host = _host_slice(batch_size, process_index, process_count)
   for b in range(num_eval_batches(n, batch_size)):
@@ -446,51 +447,50 @@ def _manual_dir(data_config) -> str | None:
   return data_config.get('manual_dir') or os.environ.get('RAVDESS_DIR') or None
 
 
-def prepare_dataset(data_config):
-  """Returns the prepared TFDS builder of `config.data.name`, building it when missing.
+def _tfds_name(data_config) -> str:
+  from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.tfds_name(data_config)
 
-  Building reads RAVDESS from `config.data.manual_dir` (or $RAVDESS_DIR) when given,
-  else lets the builder download it; only when `config.data.download` is True.
+
+def prepare_dataset(data_config):
+  """Returns the prepared TFDS builder of `config.data`, building it when missing.
+
+  The TFDS name is `config_lib.tfds_name(config.data)` (e.g. 'ravdess/speech' with
+  front end 'predecessor48k' -> 'ravdess/speech_predecessor48k'). Building reads RAVDESS
+  from `config.data.manual_dir` (or $RAVDESS_DIR) when given, else lets the builder
+  download it; only when `config.data.download` is True.
   """
+  return prepare_tfds(_tfds_name(data_config), data_config.get('data_dir'),
+                  _manual_dir(data_config), bool(data_config.download))
+
+
+def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, download: bool):
+  """`prepare_dataset` by TFDS name (e.g. 'ravdess/speech_predecessor48k')."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import  # registers 'ravdess'
-  builder = tfds.builder(data_config.name, data_dir=data_config.get('data_dir'))
+  builder = tfds.builder(name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
-  if not data_config.download:
-    raise FileNotFoundError(
-        f'TFDS dataset {data_config.name} is not prepared in {builder.data_dir} and '
-        'config.data.download is False. Build it (tfds build) or set '
+  if not download:
+    raise errors.UserError(
+        f'TFDS dataset {name} is not prepared in {builder.data_dir} and '
+        'config.data.download is False. Build it (python -m tfds_ravdess) or set '
         'config.data.download=True with config.data.manual_dir or $RAVDESS_DIR.')
-  manual_dir = _manual_dir(data_config)
-  log.info('Preparing %s in %s (manual_dir=%s)', data_config.name, builder.data_dir,
-           manual_dir)
+  log.info('Preparing %s in %s (manual_dir=%s)', name, builder.data_dir, manual_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
       file_format='array_record')
   return builder
 
 
-def data_source(data_config):
-  """The random-access `train` split of `config.data.name` (prepared first if needed)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = prepare_dataset(data_config)
-  return builder.as_data_source(split='train') if hasattr(
-      builder, 'as_data_source') else tfds.data_source(
-          data_config.name, split='train', data_dir=data_config.get('data_dir'),
-          download=False)
-
-
 @functools.lru_cache(maxsize=2)
 def _load_all_cached(name: str, data_dir: str | None, manual_dir: str | None,
                      download: bool) -> Examples:
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  cfg = ml_collections.ConfigDict(dict(name=name, data_dir=data_dir,
-                                       manual_dir=manual_dir, download=download))
-  return read_source(data_source(cfg), dataset_name=name)
+  source = prepare_tfds(name, data_dir, manual_dir, download).as_data_source(split='train')
+  return read_source(source, dataset_name=name)
 
 
 def load_all(data_config) -> Examples:
   """Every clip of the configured dataset, read once per process and cached."""
-  return _load_all_cached(data_config.name, data_config.get('data_dir'),
+  return _load_all_cached(_tfds_name(data_config), data_config.get('data_dir'),
                           _manual_dir(data_config), bool(data_config.download))

@@ -32,12 +32,13 @@ import zlib
 
 import numpy as np
 
+from ser_jax import errors
 from ser_jax import features
+from ser_jax import labels
 
 log = logging.getLogger(__name__)
 
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust",
-            "surprised")
+EMOTIONS = labels.EMOTIONS
 SONG_EMOTIONS = EMOTIONS[:6]
 INTENSITIES = ("normal", "strong")
 STATEMENTS = ("kids", "dogs")
@@ -57,7 +58,7 @@ _NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})
 _ACTOR_DIR_RE = re.compile(r"^Actor_(\d{2})$")
 
 
-class RavdessInputError(ValueError):
+class RavdessInputError(errors.UserError):
   """Bad input data: the message names the file and the problem."""
 
 
@@ -297,10 +298,7 @@ def extract(source: Source, frontend_name: str) -> tuple[Source, dict, list[str]
     y, notes, duration = features.read_audio(audio, fe.sample_rate, source.location)
   except features.AudioDecodeError as e:
     raise RavdessInputError(str(e)) from e
-  n = fe.n_fft // 2 + 1
-  if fe.pad_mode == "reflect" and len(y) < n:
-    y = np.pad(y, (0, n - len(y)))  # reflect padding needs > n_fft/2 samples
-    notes.append(f"{source.location}: zero-padded to {n} samples")
-  mel = features.log_mel(y, fe)  # (mel, frames)
+  mel, more = features.clip_to_features(y, fe.sample_rate, fe)  # (mel, frames)
+  notes += [f"{source.location}: {note}" for note in more]
   return source, {"log_mel": mel, "num_frames": mel.shape[1],
                   "duration": np.float32(duration)}, notes

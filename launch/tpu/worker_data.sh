@@ -38,11 +38,9 @@ MANUAL_DIR="$HOME/ravdess"
 # Builds one TFDS config from the zips in manual_dir, as training would (no TensorFlow).
 BUILD_PY='
 import sys
-import ml_collections
 from ser_jax import input_pipeline
 name, data_dir, manual_dir = sys.argv[1:]
-builder = input_pipeline.prepare_dataset(ml_collections.ConfigDict(dict(
-    name=name, data_dir=data_dir, manual_dir=manual_dir, download=True)))
+builder = input_pipeline.prepare_tfds(name, data_dir, manual_dir, download=True)
 print(name, {k: v.num_examples for k, v in builder.info.splits.items()})
 '
 

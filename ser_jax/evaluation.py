@@ -1,0 +1,189 @@
+"""Re-evaluating training checkpoints or imported weights: `run_evaluation` (launch/evaluate.py).
+
+A training run's fold checkpoints are evaluated on their fold's held-out actors (or an
+explicit actor set); imported weights on a fold's held-out actors or any actor set. Every
+selected clip is evaluated exactly once (`inference.Predictor.evaluate`), and the reports
+of `ser_jax.reports.write_fold_report` are written per evaluated checkpoint, plus a
+cross-validation summary when several folds were evaluated:
+
+  default output: <workdir>/evaluate/fold_<i>_step_<n>[_actors_...]   (a workdir)
+                  ./evaluate_<weights name>/...                      (weights)
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Sequence
+
+import jax
+
+from ser_jax import checkpoints
+from ser_jax import config_lib
+from ser_jax import errors
+from ser_jax import inference
+from ser_jax import input_pipeline
+from ser_jax import labels
+from ser_jax import metrics as metrics_lib
+from ser_jax import reports
+from ser_jax import splits
+
+
+def parse_actors(value: Sequence[str] | str | None) -> tuple[int, ...] | str | None:
+  """'4,9' or ['4', '9'] -> (4, 9); 'all' -> 'all'; None/empty -> None."""
+  if value is None:
+    return None
+  items = value.split(',') if isinstance(value, str) else list(value)
+  items = [str(v).strip() for v in items if str(v).strip()]
+  if not items:
+    return None
+  if items == ['all']:
+    return 'all'
+  try:
+    return tuple(sorted({int(v) for v in items}))
+  except ValueError:
+    raise errors.UserError("--actors must be comma-separated actor ids (1..24) or 'all', "
+                           f'got {",".join(items)}') from None
+
+
+def _choose_folds(config, workdir, weights, folds, actors) -> list[int | None]:
+  """The folds to evaluate; every requested checkpoint and fold must exist."""
+  if weights is None and workdir is None:
+    raise errors.UserError('pass --workdir (a training run) or --weights (imported weights)')
+  if weights is not None and workdir is not None:
+    raise errors.UserError('pass either --workdir or --weights, not both')
+  if weights is None:
+    have = checkpoints.available_folds(workdir) if pathlib.Path(workdir).is_dir() else []
+    if folds is None and not have:
+      raise errors.UserError(f'{workdir} holds no fold checkpoints '
+                             '(expected fold_<i>/checkpoints/<step>/)')
+    folds = have if folds is None else folds
+  elif folds is None and actors is None:
+    raise errors.UserError("with --weights, choose the data: --fold=<i> (that fold's "
+                           "held-out actors) or --actors=4,9,... or --actors=all")
+  folds = list(folds) if folds is not None else [None]
+  if actors is not None and len(folds) > 1:
+    raise errors.UserError(f'--actors applies to one checkpoint; pass --fold (folds '
+                           f'available: {folds})')
+  for fold in folds:
+    ckpt_dir = None if weights is not None else checkpoints.checkpoint_dir(workdir, fold)
+    if ckpt_dir is not None and not ckpt_dir.is_dir():
+      raise errors.UserError(f'no checkpoint for fold {fold}: {ckpt_dir} does not exist '
+                             f'(folds with checkpoints in {workdir}: '
+                             f'{checkpoints.available_folds(workdir) or "none"})')
+    if actors is None:
+      config_lib.fold_test_actors(config, fold)
+  return folds
+
+
+def _test_actors(config, examples, fold, actors) -> tuple[int, ...]:
+  if actors == 'all':
+    return tuple(sorted({int(a) for a in examples.actors}))
+  if actors is not None:
+    bad = [a for a in actors if not 1 <= a <= splits.NUM_ACTORS]
+    if bad:
+      raise errors.UserError(f'actors {bad} are outside 1..{splits.NUM_ACTORS}')
+    return tuple(actors)
+  return config_lib.fold_test_actors(config, fold)
+
+
+def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = None,
+                   step: int | None = None, weights=None, actors=None, output_dir=None,
+                   examples=None, write: bool = True) -> list[dict[str, Any]]:
+  """Evaluates and writes reports; returns one metrics dict per evaluated fold.
+
+  Args:
+    config: the model/data config; None: `<workdir>/config.json`.
+    workdir: a training run (with `weights` None): evaluate its fold checkpoints.
+    folds: fold indices; None: every fold with a checkpoint (workdir), or required with
+      weights unless `actors` is given.
+    step: checkpoint step (workdir only); None: the latest.
+    weights: imported weights (directory or .pth) instead of a workdir.
+    actors: explicit held-out actors (tuple of ints, or '4,9') or 'all', instead of the
+      fold's.
+    output_dir: where reports go (see the module docstring for the default).
+    examples: preloaded clips (`input_pipeline.Examples`); None: the TFDS dataset.
+    write: write report files (process 0 only).
+
+  Raises:
+    UserError: bad selection, missing checkpoint, weights of another model or front end.
+  """
+  actors = parse_actors(actors) if isinstance(actors, (str, list)) else actors
+  if workdir is not None and weights is None:
+    config = inference.resolve_config(config, workdir)
+  elif config is None:
+    raise errors.UserError('pass --workdir (a training run) or --config with --weights')
+  config_lib.validate(config, num_devices=jax.device_count(), training=False)
+  # Cheap checks first (folds, weights, checkpoints), then the data, which may have to be
+  # built.
+  folds = _choose_folds(config, workdir, weights, folds, actors)
+  loaded = (inference.load_variables(config, weights=weights) if weights is not None
+            else None)
+  dataset_name = config_lib.tfds_name(config.data)
+  if examples is None:
+    examples = input_pipeline.load_all(config.data)
+  else:
+    dataset_name += ' (preloaded)'
+  examples = input_pipeline.prepare_images(examples, config.data)
+
+  results, predictor = [], None
+  for fold in folds:
+    this = loaded or inference.load_variables(config, workdir=workdir, fold=fold, step=step)
+    predictor = (inference.Predictor(config, this.variables) if predictor is None
+                 else predictor.with_variables(this.variables))
+    test = _test_actors(config, examples, fold, actors)
+    selection = input_pipeline.select_actors(examples, test, dataset_name=dataset_name)
+    out = predictor.evaluate(selection)
+    m = metrics_lib.classification_metrics(out['labels'], out['predictions'],
+                                           int(config.model.num_classes))
+    m.update({'fold': fold, 'test_actors': list(test), 'eval_loss': out['loss'],
+              'checkpoint': this.source, 'title': _title(config, fold, this.step)})
+    results.append(m)
+    if write and jax.process_index() == 0:
+      fold_out = _fold_output_dir(output_dir, workdir, weights, fold, this.step, actors)
+      reports.write_fold_report(fold_out, m, this.meta.get('history') or [],
+                                labels.class_names(config.model.num_classes))
+      m['report_dir'] = str(fold_out)
+  if write and len(results) > 1 and jax.process_index() == 0:
+    root = pathlib.Path(output_dir) if output_dir else pathlib.Path(workdir) / 'evaluate'
+    reports.write_cv_report(root, results, metrics_lib.summarize_folds(results), config,
+                            labels.class_names(config.model.num_classes))
+  return results
+
+
+def _title(config, fold, step) -> str:
+  return (reports.display_name(config.model.name)
+          + (f' fold {fold}' if fold is not None else '')
+          + (f' step {step}' if step is not None else ''))
+
+
+def _fold_output_dir(output_dir, workdir, weights, fold, step, actors) -> pathlib.Path:
+  parts = []
+  if fold is not None:
+    parts.append(f'fold_{fold}')
+  if step is not None:
+    parts.append(f'step_{step}')
+  if actors == 'all':
+    parts.append('actors_all')
+  elif actors is not None:
+    parts.append('actors_' + '-'.join(str(a) for a in actors))
+  name = '_'.join(parts) or 'evaluation'
+  if output_dir:
+    root = pathlib.Path(output_dir)
+  elif workdir is not None:
+    root = pathlib.Path(workdir) / 'evaluate'
+  else:
+    root = pathlib.Path(f'evaluate_{pathlib.Path(weights).name}')
+  return root / name
+
+
+def format_results(results: Sequence[dict], config) -> str:
+  """The predecessor's table (one row per evaluated fold) and each per-class report."""
+  names = labels.class_names(config.model.num_classes)
+  parts = [reports.results_table([(m['title'], m) for m in results]), '']
+  for m in results:
+    parts += [f"## {m['title']}: actors {', '.join(str(a) for a in m['test_actors'])}, "
+              f"{m['num_examples']} clips, loss {m['eval_loss']:.4f}", '',
+              reports.per_class_markdown(m, names), '']
+    if m.get('report_dir'):
+      parts += [f"Report written to {m['report_dir']}", '']
+  return '\n'.join(parts)

@@ -1,0 +1,350 @@
+"""Running a model: load its variables, predict probabilities, evaluate labelled clips.
+
+- `load_variables(config, workdir=..., fold=..., step=...)` or
+  `load_variables(config, weights=...)`: the one way inference gets a model's variables,
+  from a training checkpoint (`ser_jax.checkpoints.restore_fold`, which checks the model
+  identity, front end included) or from imported weights (a `launch/import_weights.py`
+  directory or a `.pth`, strictly merged into the model by `ser_jax.pretrained`, which
+  checks them against `config.data.frontend`).
+- `Predictor(config, variables)`: `.predict(waveforms or log-mels) -> probabilities`
+  (no labels needed) and `.evaluate(examples) -> metrics`, through the same input
+  transform (`ser_jax.input_pipeline`) and compiled evaluation step as training's
+  held-out set (`evaluate_examples`, which training calls too).
+- `load_clip(path, frontend)`: an audio file of any rate, channel count or length ->
+  its log-mel, through `features.clip_to_features` exactly as the dataset builder does.
+- `run_prediction(...)`: what launch/predict.py does (files, folders, globs -> a JSON
+  document of per-file probabilities); `format_table` prints it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import glob
+import logging
+import os
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from ser_jax import checkpoints
+from ser_jax import config_lib
+from ser_jax import errors
+from ser_jax import features
+from ser_jax import input_pipeline
+from ser_jax import labels
+from ser_jax import model_init
+from ser_jax import parallel
+from ser_jax import steps
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_examples(runner, state, examples: input_pipeline.Examples, config
+                      ) -> dict[str, Any]:
+  """Loss and predictions over every clip of `examples`, each counted exactly once.
+
+  Args:
+    runner: a `ser_jax.parallel` runner; `state` is placed by it.
+    state: a TrainState (only params and batch_stats are used).
+    examples: clips after `input_pipeline.prepare_images`.
+    config: `data` (input transform), `eval_batch_size`, `model.num_classes`.
+
+  Returns:
+    `{'labels', 'predictions', 'probabilities', 'loss', 'accuracy', 'num_examples'}`.
+  """
+  n = len(examples)
+  labels_ = np.full(n, -1, np.int64)
+  preds = np.full(n, -1, np.int64)
+  probs = np.zeros((n, config.model.num_classes), np.float32)
+  loss_sum, seen = 0.0, 0
+  batches = input_pipeline.eval_batches(
+      examples, config.data, batch_size=config.eval_batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  with contextlib.closing(input_pipeline.prefetch(batches)) as prefetched:
+    for batch in prefetched:
+      logits, losses = runner.evaluate(state, runner.place_batch(batch))  # global batch
+      index = parallel.gather_hosts(batch['index'])
+      valid = index >= 0
+      idx = index[valid]
+      if np.any(labels_[idx] >= 0):
+        raise AssertionError('evaluation saw a clip twice')  # the pipeline guarantees once
+      labels_[idx] = examples.labels[idx]
+      preds[idx] = np.argmax(logits[valid], -1)
+      z = logits[valid] - logits[valid].max(-1, keepdims=True)
+      probs[idx] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax
+      loss_sum += float(np.sum(losses[valid]))
+      seen += int(valid.sum())
+  if seen != n or np.any(labels_ < 0):
+    raise AssertionError(f'evaluation covered {seen} of {n} clips')
+  return {'labels': labels_, 'predictions': preds, 'probabilities': probs,
+          'loss': loss_sum / max(seen, 1),
+          'accuracy': float(np.mean(labels_ == preds)) if seen else 0.0,
+          'num_examples': seen}
+
+
+class Predictor:
+  """A model with fixed variables, compiled once for `config`'s evaluation batch layout.
+
+  `with_variables` gives a Predictor of the same model with other variables (another
+  fold's checkpoint) that reuses the compiled step.
+  """
+
+  def __init__(self, config, variables: dict, *, _runner=None):
+    import optax  # pylint: disable=g-import-not-at-top
+    self.config = config
+    model = model_init.build_model(config)
+    self._runner = _runner or parallel.make_runner(config, model, jax.random.PRNGKey(0))
+    self._state = self._runner.place_state(
+        steps.create_state(model.apply, variables, optax.identity()))
+
+  def with_variables(self, variables: dict) -> Predictor:
+    return Predictor(self.config, variables, _runner=self._runner)
+
+  def evaluate(self, examples: input_pipeline.Examples) -> dict[str, Any]:
+    """`evaluate_examples` of every clip (after the config's input transform)."""
+    if len(examples) == 0:
+      raise errors.UserError('nothing to evaluate: the selection holds no clips')
+    examples = input_pipeline.prepare_images(examples, self.config.data)
+    return evaluate_examples(self._runner, self._state, examples, self.config)
+
+  def predict(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Class probabilities `(N, num_classes)` of `inputs`.
+
+    Args:
+      inputs: waveforms (1-D float32 at the front end's sample rate) and/or log-mels
+        (2-D `(n_mels, frames)` as `features.clip_to_features` returns them).
+    """
+    fe = features.get_frontend(self.config.data.frontend)
+    images = [x if np.ndim(x) == 2 else features.clip_to_features(x, fe.sample_rate, fe)[0]
+              for x in inputs]
+    n = len(images)
+    examples = input_pipeline.Examples(
+        images=[np.asarray(x, np.float32) for x in images],
+        labels=np.zeros(n, np.int32),  # unknown; only the probabilities are used
+        actors=np.zeros(n, np.int32), file_names=[''] * n)
+    return self.evaluate(examples)['probabilities']
+
+
+# ----------------------------------------------------------------------------- variables
+
+
+@dataclasses.dataclass
+class Loaded:
+  """Variables for inference and where they came from."""
+  variables: dict
+  source: str  # the checkpoint step directory or the weights path
+  meta: dict  # a training checkpoint's meta (epoch, history, ...); {} for weights
+  step: int | None = None
+
+
+def resolve_config(config=None, workdir: str | os.PathLike | None = None):
+  """The config to run with: `config` if given, else the workdir's `config.json`."""
+  if config is not None:
+    return config
+  if workdir is not None:
+    return checkpoints.read_config(workdir)
+  raise errors.UserError('pass --workdir (a training run) or --config with --weights')
+
+
+def load_variables(config, *, workdir=None, fold: int | None = None,
+                   step: int | None = None, weights=None) -> Loaded:
+  """The model's variables from a training checkpoint or from imported weights.
+
+  Args:
+    config: the model, its classes, input shape and front end.
+    workdir, fold, step: a training run's fold checkpoint (step None: the latest).
+    weights: instead, a launch/import_weights.py directory, or a `.pth`/`.pt` converted
+      with `config.init.source`. Every model variable must come from it.
+
+  Raises:
+    UserError: no such checkpoint, weights of another model or front end.
+  """
+  _check_one_source(workdir, weights)
+  if weights is None:
+    variables, meta, used = checkpoints.restore_fold(workdir, fold, step, config)
+    return Loaded(variables, f'{checkpoints.checkpoint_dir(workdir, fold)}/{used}', meta, used)
+  return Loaded(_load_weights(config, pathlib.Path(weights)), str(weights), {})
+
+
+def _check_one_source(workdir, weights) -> None:
+  if (weights is None) == (workdir is None):
+    raise errors.UserError('pass exactly one of --workdir (a training run) or --weights '
+                           '(imported weights, with --config)')
+
+
+def _load_weights(config, path: pathlib.Path) -> dict:
+  from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
+  if not path.exists():
+    raise errors.UserError(f'weights {path} do not exist')
+  if path.is_dir():
+    info = pretrained.read_import_info(path)
+    recorded = info.get('model') or info.get('model_name')
+    if isinstance(recorded, str) and recorded != config.model.name:
+      raise errors.UserError(
+          f'{path} holds weights imported for model {recorded!r}, but the config asks for '
+          f'{config.model.name!r} (pass the matching --config=configs/<model>.py)')
+    if info.get('fresh'):
+      # A new head or stem imported untrained: its predictions are not meaningful yet.
+      log.warning('%s: %d variables were freshly initialised at import, not trained (%s); '
+                  'fine-tune before trusting these metrics', path, len(info['fresh']),
+                  ', '.join(info['fresh'][:6]) + (' ...' if len(info['fresh']) > 6 else ''))
+  shapes = model_init.init_variables(config, abstract=True)  # every leaf is replaced
+  try:
+    merged = pretrained.load_pretrained(path, shapes, frontend=config.data.frontend,
+                                        source=config.init.get('source', ''))
+  except errors.UserError as e:
+    raise errors.CheckpointError(
+        f'cannot load {path} into model {config.model.name!r} ({config.model.num_classes} '
+        f'classes, input {tuple(config.data.input_shape)}, front end '
+        f'{config.data.frontend!r}): {e}') from e
+  return {'params': merged['params'], 'batch_stats': merged.get('batch_stats') or {}}
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def collect_files(inputs: Sequence[str], pattern: str = '*.wav'
+                  ) -> tuple[list[pathlib.Path], list[str]]:
+  """Expands files, folders (recursively, `pattern` in any case) and globs.
+
+  Returns:
+    (files in order without duplicates, problems naming each input that does not exist
+    or matches nothing).
+  """
+  files, problems = [], []
+  for item in inputs:
+    found, problem = _expand(item, pattern)
+    files += found
+    if problem:
+      problems.append(f'{item}: {problem}')
+  unique, seen = [], set()
+  for f in files:
+    if f.resolve() not in seen:
+      seen.add(f.resolve())
+      unique.append(f)
+  return unique, problems
+
+
+def _expand(item: str, pattern: str) -> tuple[list[pathlib.Path], str | None]:
+  path = pathlib.Path(item)
+  if path.is_dir():
+    found = sorted(p for p in path.rglob('*')
+                   if p.is_file() and fnmatch.fnmatch(p.name.lower(), pattern.lower()))
+    return found, None if found else f'folder holds no files matching {pattern!r}'
+  if path.is_file():
+    return [path], None
+  if glob.has_magic(item):
+    found = sorted(pathlib.Path(p) for p in glob.glob(item, recursive=True)
+                   if os.path.isfile(p))
+    return found, None if found else 'no file matches this pattern'
+  return [], 'not a regular file' if path.exists() else 'no such file or folder'
+
+
+def load_clip(path: str | os.PathLike, frontend: features.FrontEnd
+              ) -> tuple[np.ndarray, float]:
+  """(log-mel `(n_mels, frames)`, seconds of audio) of an audio file, as the builder does.
+
+  Raises:
+    AudioDecodeError: the file does not decode as audio.
+  """
+  y, notes, duration = features.read_audio(path, frontend.sample_rate, str(path))
+  mel, more = features.clip_to_features(y, frontend.sample_rate, frontend)
+  for note in notes + [f'{path}: {m}' for m in more]:
+    log.info(note)
+  return mel, duration
+
+
+def _load_clips(files, frontend, skip_errors: bool):
+  """[(file, log-mel, seconds)] of the decodable files, and the failures."""
+  clips, problems = [], []
+  for path in files:
+    try:
+      clips.append((path, *load_clip(path, frontend)))
+    except features.AudioDecodeError as e:
+      problems.append(str(e))
+    except OSError as e:
+      problems.append(f'{path}: cannot read ({e})')
+  if problems and not skip_errors:
+    raise errors.UserError('cannot decode these files as audio:\n  ' + '\n  '.join(problems))
+  return clips, problems
+
+
+def run_prediction(inputs: Sequence[str], *, config=None, workdir=None, fold=None,
+                   step=None, weights=None, pattern: str = '*.wav',
+                   skip_errors: bool = False) -> dict[str, Any]:
+  """Class probabilities of every audio file in `inputs`; returns a JSON-able document.
+
+  With a workdir, the checkpoint of `fold` is used (default: the lowest fold that has
+  one). Missing or undecodable files stop the run before the model is loaded, naming
+  every such file, unless `skip_errors` (then they are listed under 'errors').
+
+  Raises:
+    UserError: bad inputs, no checkpoint, weights of another model or front end.
+  """
+  if not inputs:
+    raise errors.UserError('give one or more wav files, folders or glob patterns')
+  _check_one_source(workdir, weights)
+  config = resolve_config(config, workdir)
+  config_lib.validate(config, num_devices=jax.device_count(), training=False)
+  frontend = features.get_frontend(config.data.frontend)
+  files, problems = collect_files(inputs, pattern)
+  if problems and not skip_errors:
+    raise errors.UserError('cannot use these inputs:\n  ' + '\n  '.join(problems))
+  clips, bad = _load_clips(files, frontend, skip_errors)
+  problems += bad
+  for p in problems:
+    log.warning('skipped %s', p)
+  if not clips:
+    raise errors.UserError('no audio to predict (every input was skipped)')
+  if workdir is not None and fold is None:
+    fold = _lowest_fold(workdir)
+  loaded = load_variables(config, workdir=workdir, fold=fold, step=step, weights=weights)
+  probs = Predictor(config, loaded.variables).predict([mel for _, mel, _ in clips])
+  names = labels.class_names(config.model.num_classes)
+  return {'model': config.model.name, 'checkpoint': loaded.source,
+          'frontend': frontend.name, 'class_names': names,
+          'predictions': [_prediction(path, mel, seconds, p, names)
+                          for (path, mel, seconds), p in zip(clips, probs)],
+          'errors': problems}
+
+
+def _lowest_fold(workdir) -> int:
+  have = checkpoints.available_folds(workdir) if pathlib.Path(workdir).is_dir() else []
+  if not have:
+    raise errors.UserError(f'{workdir} holds no fold checkpoints '
+                           '(expected fold_<i>/checkpoints/<step>/)')
+  return have[0]
+
+
+def _prediction(path, mel, seconds, probs, names) -> dict[str, Any]:
+  best = int(np.argmax(probs))
+  return {'file': str(path), 'emotion': names[best], 'probability': float(probs[best]),
+          'probabilities': {name: float(p) for name, p in zip(names, probs)},
+          'duration_s': round(float(seconds), 3), 'frames': int(mel.shape[1])}
+
+
+def format_table(doc: dict) -> str:
+  """A fixed-width table: file, emotion, its probability, then every class's probability."""
+  names = doc['class_names']
+  rows = doc['predictions']
+  width = max([len('file')] + [len(r['file']) for r in rows])
+  ew = max([len('emotion')] + [len(n) for n in names])
+  cols = [max(len(n), 5) for n in names]
+  head = (f"{'file':<{width}}  {'emotion':<{ew}}  {'prob':>5}  "
+          + '  '.join(f'{n:>{w}}' for n, w in zip(names, cols)))
+  lines = [head, '-' * len(head)]
+  for r in rows:
+    lines.append(f"{r['file']:<{width}}  {r['emotion']:<{ew}}  {r['probability']:5.3f}  "
+                 + '  '.join(f"{r['probabilities'][n]:>{w}.3f}" for n, w in zip(names, cols)))
+  lines.append(f"({len(rows)} file{'s' if len(rows) != 1 else ''}; model {doc['model']} "
+               f"from {doc['checkpoint']})")
+  for e in doc['errors']:
+    lines.append(f'skipped: {e}')
+  return '\n'.join(lines)
