@@ -211,29 +211,12 @@ def _set(tree, path, value):
   node[path[-1]] = value
 
 
-def convert(state_dict, source):
-  """Converts a flat PyTorch state_dict into Flax variables using `SOURCES[source]`.
-
-  Args:
-    state_dict: torch key -> array (numpy or anything `np.asarray` accepts).
-    source: a key of `SOURCES`, e.g. 'panns_cnn14', 'predecessor_cnnx'.
-
-  Returns:
-    {'params': nested dict, 'batch_stats': nested dict} of numpy arrays (floating arrays as
-    float32); 'batch_stats' is left out when the source has no BatchNorm, as in `model.init`.
-
-  Raises:
-    ValueError: unknown source; keys no rule explains; leaves a rule cannot convert; two keys
-      mapping to one Flax path.
-  """
-  if source not in SOURCES:
-    raise ValueError(f'convert: unknown source {source!r}; known: {", ".join(sorted(SOURCES))}')
-  table = SOURCES[source]
-
-  # Group keys by (rule, Flax module path) so multi-key kinds (LSTM) see all their leaves.
+def _group_keys(state_dict, source, table):
+  """Groups keys by (rule index, Flax module path), so multi-key kinds (LSTM) see all
+  their leaves; returns (groups {key: {leaf: float32 copy}}, torch prefix per group)."""
   groups: dict[tuple[int, str], dict[str, np.ndarray]] = {}
   torch_prefix: dict[tuple[int, str], str] = {}
-  unmatched, bad = [], []
+  unmatched = []
   for key, value in state_dict.items():
     prefix, _, leaf = key.rpartition('.')
     for index, rule in enumerate(table):
@@ -259,28 +242,50 @@ def convert(state_dict, source):
   if unmatched:
     raise ValueError(f'convert({source!r}): {len(unmatched)} keys match no rule of the table: '
                      f'{sorted(unmatched)}')
+  return groups, torch_prefix
 
+
+def _convert_leaves(rule, leaves):
+  """`{(collection, *name): array}` of one group; KeyError when a leaf does not fit."""
+  if rule.kind == 'lstm':
+    return _lstm_leaves(leaves)
+  if rule.kind not in ('auto', 'raw'):
+    raise ValueError(f'convert: rule {rule} has unknown kind {rule.kind!r}')
+  converted = {}
+  for leaf, value in leaves.items():
+    mapped = (('params', leaf), value) if rule.kind == 'raw' else _auto_leaf(leaf, value)
+    if mapped is not None:
+      (collection, name), array = mapped
+      converted[(collection, name)] = array
+  return converted
+
+
+def convert(state_dict, source):
+  """Converts a flat PyTorch state_dict into Flax variables using `SOURCES[source]`.
+
+  Args:
+    state_dict: torch key -> array (numpy or anything `np.asarray` accepts).
+    source: a key of `SOURCES`, e.g. 'panns_cnn14', 'predecessor_cnnx'.
+
+  Returns:
+    {'params': nested dict, 'batch_stats': nested dict} of numpy arrays (floating arrays as
+    float32); 'batch_stats' is left out when the source has no BatchNorm, as in `model.init`.
+
+  Raises:
+    ValueError: unknown source; keys no rule explains; leaves a rule cannot convert; two keys
+      mapping to one Flax path.
+  """
+  if source not in SOURCES:
+    raise ValueError(f'convert: unknown source {source!r}; known: {", ".join(sorted(SOURCES))}')
+  table = SOURCES[source]
+  groups, torch_prefix = _group_keys(state_dict, source, table)
   variables: dict[str, Any] = {'params': {}, 'batch_stats': {}}
   origin: dict[tuple[str, ...], str] = {}
+  bad = []
   for (index, module), leaves in groups.items():
-    rule = table[index]
     origin_of = f'{torch_prefix[(index, module)]}.*'
-    converted: dict[tuple[str, ...], np.ndarray] = {}
     try:
-      if rule.kind == 'lstm':
-        converted = _lstm_leaves(leaves)
-      elif rule.kind in ('auto', 'raw'):
-        for leaf, value in leaves.items():
-          if rule.kind == 'raw':
-            mapped = ('params', leaf), value
-          else:
-            mapped = _auto_leaf(leaf, value)
-          if mapped is None:
-            continue
-          (collection, name), array = mapped
-          converted[(collection, name)] = array
-      else:
-        raise ValueError(f'convert: rule {rule} has unknown kind {rule.kind!r}')
+      converted = _convert_leaves(table[index], leaves)
     except KeyError as e:
       bad.append(f'{module}: {e.args[0]}')
       continue
