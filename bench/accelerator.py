@@ -1,7 +1,7 @@
 r"""Training throughput and model FLOPs utilisation (MFU), JAX vs the PyTorch reference.
 
 For each model, compute dtype (float32, bfloat16) and batch size, times one training step
-(`ser_jax.train.train_step` with configs/default.py's optimiser: forward in train mode,
+(`ser_jax.steps.train_step` with the default config's optimiser: forward in train mode,
 softmax cross-entropy, backward, Adam with L2 weight decay, BatchNorm statistics update; jit
 on one device) and prints:
 
@@ -28,9 +28,7 @@ convention within a few percent. Everything runs on `jax.devices()[0]`.
 """
 import functools
 import json
-import os
 import statistics
-import sys
 import time
 
 from absl import app
@@ -39,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
-
-from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import config_lib
+from ser_jax import model_init
+from ser_jax import steps as steps_lib
+import references  # bench/references.py: the tests' PyTorch reference modules
 
 _MODELS = flags.DEFINE_list('models', ['cnnx', 'cnn14'], 'Registry names of the models.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '64', '128'], 'Batch sizes.')
@@ -104,10 +102,8 @@ def time_calls(fn, steps, warmup):
 
 
 def bench_config(name, dtype_name, batch, input_shape, num_classes=8):
-  """configs/default.py with this model, dtype, batch and input shape."""
-  sys.path.insert(0, os.path.join(_REPO, 'configs'))
-  import default  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
+  """The default config with this model, dtype, batch and input shape."""
+  config = config_lib.default()
   config.model.name = name
   config.model.dtype = dtype_name
   config.model.num_classes = num_classes
@@ -117,11 +113,12 @@ def bench_config(name, dtype_name, batch, input_shape, num_classes=8):
 
 
 def bench_jax(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
-  """Returns (seconds per step, FLOPs per step) of `ser_jax.train.train_step` on one device."""
+  """Returns (seconds per step, FLOPs per step) of `ser_jax.steps.train_step` on one device."""
   config = bench_config(name, dtype_name, batch, input_shape, num_classes)
-  model = train.build_model(config)
-  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 100))
-  state = train.create_train_state(config, model, jax.random.PRNGKey(0), tx)
+  model = model_init.build_model(config)
+  tx = steps_lib.create_optimizer(config, steps_lib.create_learning_rate_fn(config, 100))
+  state = steps_lib.create_state(
+      model.apply, model_init.initial_variables(config, model, jax.random.PRNGKey(0)), tx)
   rng = np.random.default_rng(0)
   labels = rng.integers(0, num_classes, batch)
   batch_arrays = {
@@ -131,7 +128,7 @@ def bench_jax(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8
       'targets': jax.nn.one_hot(labels, num_classes),
       'weight': jnp.ones((batch,), jnp.float32)}
   step = jax.jit(functools.partial(
-      train.train_step, model=model, base_rng=jax.random.PRNGKey(1),
+      steps_lib.train_step, model=model, base_rng=jax.random.PRNGKey(1),
       label_smoothing=0.0, use_mask=config.data.crop_mode == 'crop_pad', axis_name=None),
                  donate_argnums=(0,))
   compiled = step.lower(state, batch_arrays).compile()
@@ -149,26 +146,23 @@ def bench_jax(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8
 
 def torch_module(name, input_shape, num_classes=8):
   """The PyTorch reference module of the tests, sized for `input_shape` where it matters."""
-  sys.path.insert(0, os.path.join(_REPO, 'tests'))
-  import torch_reference  # pylint: disable=g-import-not-at-top
+  torch_reference = references.load('torch_reference')
   if name == 'cnnx':
     size = [s for s in input_shape]
     for _ in range(3):  # conv 3x3 VALID then 2x2 average pool, three times
       size = [(s - 2) // 2 for s in size]
-    return torch_reference.SeedCnnX(num_classes, flat_features=32 * size[0] * size[1])
+    return torch_reference.PredecessorCnnX(num_classes, flat_features=32 * size[0] * size[1])
   if name == 'cnn_lstm':
-    return torch_reference.SeedCnnLstm(num_classes, n_mels=input_shape[0])
+    return torch_reference.PredecessorCnnLstm(num_classes, n_mels=input_shape[0])
   if name in torch_reference.REFERENCES:
     return torch_reference.torch_reference(name, num_classes)
-  import torch_reference_vision  # pylint: disable=g-import-not-at-top
-  return torch_reference_vision.torch_reference(name, num_classes)
+  return references.load('torch_reference_vision').torch_reference(name, num_classes)
 
 
 def bench_torch(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
   """Seconds per step of the PyTorch reference: same batch, Adam + L2, CE loss."""
   import torch  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.join(_REPO, 'tests'))
-  import torch_reference  # pylint: disable=g-import-not-at-top
+  torch_reference = references.load('torch_reference')
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   # Same float32 rule as XLA on GPUs: TF32 allowed in matmuls (cuDNN convs allow it already).
   torch.set_float32_matmul_precision('high')

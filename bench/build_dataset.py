@@ -16,7 +16,6 @@ busy machine) for each, and the ratio of the full build's files/s to each baseli
 """
 
 import os
-import sys
 import tempfile
 import time
 
@@ -24,12 +23,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 from ser_jax import features
 from tfds_ravdess import sources
-# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _WAV_DIR = flags.DEFINE_string("wav_dir", None, "RAVDESS Actor_NN/ folders (or zips).",
                                required=True)

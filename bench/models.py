@@ -25,26 +25,20 @@ XLA's default instead.
 """
 import argparse
 import functools
-import pathlib
 import statistics
-import sys
 import time
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-for _p in (_ROOT, _ROOT / 'tests'):
-  if str(_p) not in sys.path:
-    sys.path.insert(0, str(_p))
-
 # ser_jax first: its import sets XLA:CPU flags, which must precede any JAX computation.
-import ser_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
+import ser_jax  # pylint: disable=g-bad-import-order
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import torch
+import torch.nn.functional as F
 
-from ser_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import models
+import references  # bench/references.py: the tests' PyTorch reference modules
 
 NUM_CLASSES = 8
 # Extra torch-reference arguments where the default does not fit a 128-mel input.
@@ -54,8 +48,8 @@ TORCH_KWARGS = {'cnn14_panns': {'mel_bins': 128}}
 def _reference_modules():
   """Registry name -> the tests/torch_reference*.py module that defines its reference."""
   found = {}
-  for path in sorted((_ROOT / 'tests').glob('torch_reference*.py')):
-    module = __import__(path.stem)
+  for module_name in references.names():
+    module = references.load(module_name)
     for name in getattr(module, 'REFERENCES', {}):
       found[name] = module
   return found

@@ -4,8 +4,8 @@ r"""Training throughput: end-to-end (input pipeline included) vs the bare train 
   python bench/train_throughput.py --model=cnn_lstm --steps=40 --rounds=3
   python bench/train_throughput.py --crop_mode=crop_pad --specaugment --mixup=0.2
 
-Both measurements use the same compiled step (`ser_jax.train.Runner`, the training loop's
-own), in one process:
+Both measurements use the same compiled step (`ser_jax.parallel.make_runner`, the
+training loop's own), in one process:
 - bare: one batch pre-staged on the devices, the step called back to back;
 - end-to-end: what `train_fold` does per step: `input_pipeline.train_batches` (gather,
   resize/crop, augmentation) in the background prefetch thread, host->device transfer,
@@ -19,26 +19,22 @@ The target is <= 5% of step time.
 """
 
 import argparse
-import pathlib
 import statistics
-import sys
 import time
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-  sys.path.insert(0, str(_ROOT))
+# ser_jax first: its import sets XLA:CPU flags, which must precede any JAX computation.
+from ser_jax import config_lib  # pylint: disable=g-bad-import-order
+import jax
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from ser_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import input_pipeline
+from ser_jax import model_init
+from ser_jax import parallel
+from ser_jax import steps as steps_lib
 
 
 def _config(args):
-  sys.path.insert(0, str(_ROOT / 'configs'))
-  import default  # pylint: disable=g-import-not-at-top
-  c = default.get_config()
+  c = config_lib.default()
   c.model.name = args.model
   c.model.dtype = args.dtype
   c.batch_size = args.batch_size
@@ -67,7 +63,7 @@ def main():
   p.add_argument('--crop_mode', default='resize', choices=input_pipeline.CROP_MODES)
   p.add_argument('--specaugment', action='store_true')
   p.add_argument('--mixup', type=float, default=0.0)
-  p.add_argument('--parallel', default='pmap', choices=train.PARALLEL_MODES)
+  p.add_argument('--parallel', default='pmap', choices=config_lib.PARALLEL_MODES)
   p.add_argument('--steps', type=int, default=20, help='steps per measurement')
   p.add_argument('--rounds', type=int, default=3, help='alternating bare/e2e rounds')
   p.add_argument('--clips', type=int, default=1080, help='training clips (a fold: 1080)')
@@ -79,12 +75,13 @@ def main():
   t0 = time.time()
   examples = input_pipeline.prepare_images(synthetic_clips(args.clips, n_mels), config.data)
   prep_s = time.time() - t0
-  model = train.build_model(config)
+  model = model_init.build_model(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(examples), args.batch_size)
-  tx = train.create_optimizer(config, train.create_learning_rate_fn(config,
-                                                                     steps_per_epoch))
-  state = train.create_train_state(config, model, jax.random.PRNGKey(0), tx)
-  runner = train.Runner(config, model, jax.random.PRNGKey(1))
+  tx = steps_lib.create_optimizer(config, steps_lib.create_learning_rate_fn(config,
+                                                                             steps_per_epoch))
+  state = steps_lib.create_state(
+      model.apply, model_init.initial_variables(config, model, jax.random.PRNGKey(0)), tx)
+  runner = parallel.make_runner(config, model, jax.random.PRNGKey(1))
   state = runner.place_state(state)
 
   def batches(epoch):
