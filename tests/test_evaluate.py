@@ -1,6 +1,7 @@
-"""Tests of launch/evaluate.py: re-evaluating training checkpoints and imported weights.
+"""Tests of ser_jax/evaluation.py (launch/evaluate.py): re-evaluating training checkpoints
+and imported weights.
 
-A tiny BatchNorm CNN (patched into `ser_jax.train.get_model`, as tests/test_train.py does) is
+A tiny BatchNorm CNN (registered in the model registry, as tests/test_train.py does) is
 trained once per session on in-memory synthetic clips, so restoring `params` and
 `batch_stats` is exercised without compiling a big model. The command-line test uses the
 real CNN-X (`configs/cnnx.py:tiny`) with imported weights on the `synthetic_data_dir` TFDS
@@ -21,30 +22,19 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-  sys.path.insert(0, str(ROOT))
 
-from ser_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import pretrained  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import checkpoints  # pylint: disable=g-bad-import-order
+from ser_jax import errors
+from ser_jax import evaluation as evaluate
+from ser_jax import input_pipeline
+from ser_jax import model_init
+from ser_jax import models
+from ser_jax import pretrained
+from ser_jax import train
+import test_train
 
 TINY = 'tiny_eval_net'
 NUM_CLASSES = 4
-
-
-def load_launch(name):
-  """launch/<name>.py as a module (evaluate under the name predict.py also uses)."""
-  mod_name = {'evaluate': 'ser_jax_launch_evaluate'}.get(name, f'ser_jax_launch_{name}')
-  if mod_name in sys.modules:
-    return sys.modules[mod_name]
-  spec = importlib.util.spec_from_file_location(mod_name, ROOT / 'launch' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[mod_name] = module
-  spec.loader.exec_module(module)
-  return module
-
-
-evaluate = load_launch('evaluate')
 
 
 class TinyBNNet(nn.Module):
@@ -61,11 +51,6 @@ class TinyBNNet(nn.Module):
     return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
 
 
-def tiny_get_model(name, **kwargs):
-  if name == TINY:
-    return TinyBNNet(num_classes=kwargs['num_classes'])
-  from ser_jax import models  # pylint: disable=g-import-not-at-top
-  return models.get_model(name, **kwargs)
 
 
 def synthetic_examples(actors=(1, 2, 3), clips_per_actor=6, seed=0):
@@ -110,12 +95,8 @@ def trained_run(tmp_path_factory):
   if 'run' not in _CACHE:
     workdir = tmp_path_factory.mktemp('eval_run')
     config, examples = tiny_config(), synthetic_examples()
-    real = train.get_model
-    train.get_model = tiny_get_model
-    try:
+    with test_train.registered(TINY, TinyBNNet):
       train.train_and_evaluate(config, workdir, examples=examples)
-    finally:
-      train.get_model = real
     _CACHE['run'] = (workdir, config, examples)
   return _CACHE['run']
 
@@ -128,7 +109,7 @@ def cnnx_weights(tmp_path_factory):
     rng = np.random.default_rng(0)
     variables = jax.tree.map(
         lambda z: (0.05 * rng.standard_normal(z.shape)).astype(z.dtype),
-        evaluate.zero_variables(config))
+        model_init.init_variables(config, abstract=True))
     out = tmp_path_factory.mktemp('cnnx_weights') / 'imported'
     pretrained.save_imported(out, variables, {'model': 'cnnx', 'source': 'test-init'})
     _CACHE['cnnx'] = (out, config)
@@ -137,7 +118,7 @@ def cnnx_weights(tmp_path_factory):
 
 @pytest.fixture
 def run(tmp_path_factory, monkeypatch):
-  monkeypatch.setattr(train, 'get_model', tiny_get_model)
+  monkeypatch.setitem(models.MODELS, TINY, TinyBNNet)
   return trained_run(tmp_path_factory)
 
 
@@ -157,7 +138,7 @@ def test_reevaluation_matches_training_report(run, tmp_path):
   assert out.parent == tmp_path and out.name.startswith('fold_0_step_')
   for name in ('report.json', 'report.md', 'confusion_matrix.png', 'curves.png'):
     assert (out / name).stat().st_size > 0, name
-  text = evaluate.format_results(results, evaluate.load_config(None, workdir))
+  text = evaluate.format_results(results, checkpoints.read_config(workdir))
   assert '| | Accuracy | Precision | Recall | F1-Score |' in text
   assert f"{100 * m['accuracy']:.2f}%" in text
 
@@ -177,31 +158,31 @@ def test_actor_sets_cover_every_clip_once(run, tmp_path):
 
 def test_evaluate_errors(run, tmp_path):
   workdir, config, examples = run
-  with pytest.raises(evaluate.EvaluationError, match=r'has no step 999; it has steps \['):
+  with pytest.raises(errors.UserError, match=r'has no step 999; it has steps \['):
     evaluate.run_evaluation(workdir=workdir, examples=examples, step=999, write=False)
-  with pytest.raises(evaluate.EvaluationError, match=r'no checkpoint for fold 5.*folds with '
+  with pytest.raises(errors.UserError, match=r'no checkpoint for fold 5.*folds with '
                      r'checkpoints.*\[0\]'):
     evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[5], write=False)
   other = config.copy_and_resolve_references()
   other.data.input_shape = (16, 32)
-  with pytest.raises(evaluate.EvaluationError, match='holds model .* but the config asks'):
+  with pytest.raises(errors.UserError, match='holds model .* but the config asks'):
     evaluate.run_evaluation(other, workdir=workdir, examples=examples, write=False)
-  with pytest.raises(evaluate.EvaluationError, match='outside 1..24'):
+  with pytest.raises(errors.UserError, match='outside 1..24'):
     evaluate.run_evaluation(workdir=workdir, examples=examples, actors=(0, 3), write=False)
-  with pytest.raises(evaluate.EvaluationError, match='Empty data selection'):
+  with pytest.raises(errors.UserError, match='Empty data selection'):
     evaluate.run_evaluation(workdir=workdir, examples=examples, actors=(20,), write=False)
-  with pytest.raises(evaluate.EvaluationError, match='config.json does not exist'):
+  with pytest.raises(errors.UserError, match='config.json does not exist'):
     evaluate.run_evaluation(workdir=tmp_path, examples=examples, write=False)
-  with pytest.raises(evaluate.EvaluationError, match='choose the data'):
+  with pytest.raises(errors.UserError, match='choose the data'):
     evaluate.run_evaluation(config, weights=workdir, examples=examples, write=False)
-  with pytest.raises(evaluate.EvaluationError, match="--actors must be"):
+  with pytest.raises(errors.UserError, match="--actors must be"):
     evaluate.parse_actors('4,x')
   assert evaluate.parse_actors(['9', '4', '4']) == (4, 9)
 
 
 def test_imported_weights_give_the_checkpoint_metrics(run, tmp_path):
   workdir, config, examples = run
-  variables, meta, step = evaluate.restore_fold(workdir, 0)
+  variables, meta, step = checkpoints.restore_fold(workdir, 0)
   assert meta['epoch'] == 2 and step > 0
   assert set(variables) == {'params', 'batch_stats'} and variables['batch_stats']['bn']
   weights = pretrained.save_imported(tmp_path / 'w', variables, {'model': TINY})
@@ -219,16 +200,16 @@ def test_imported_weights_give_the_checkpoint_metrics(run, tmp_path):
   # Weights of another model: named in import_info, or caught by the strict merge.
   other = config.copy_and_resolve_references()
   other.model.name = 'cnnx'
-  with pytest.raises(evaluate.EvaluationError, match="imported for model 'tiny_eval_net'"):
+  with pytest.raises(errors.UserError, match="imported for model 'tiny_eval_net'"):
     evaluate.run_evaluation(other, weights=weights, examples=examples, actors='all',
                             write=False)
   five = config.copy_and_resolve_references()
   five.model.num_classes = 5
-  with pytest.raises(evaluate.EvaluationError,
+  with pytest.raises(errors.UserError,
                      match=r"cannot load .* into model 'tiny_eval_net' \(5 classes.*does not fit"):
     evaluate.run_evaluation(five, weights=weights, examples=examples, actors='all',
                             write=False)
-  with pytest.raises(evaluate.EvaluationError, match='do not exist'):
+  with pytest.raises(errors.UserError, match='do not exist'):
     evaluate.run_evaluation(config, weights=tmp_path / 'nope', examples=examples,
                             actors='all', write=False)
 
@@ -252,7 +233,7 @@ def test_several_folds_write_a_summary(run, tmp_path):
   assert summary['mean']['accuracy'] == pytest.approx(
       (results[0]['accuracy'] + results[1]['accuracy']) / 2)
   assert '**mean +- std**' in (copy / 'evaluate' / 'results.md').read_text()
-  with pytest.raises(evaluate.EvaluationError, match='--actors applies to one checkpoint'):
+  with pytest.raises(errors.UserError, match='--actors applies to one checkpoint'):
     evaluate.run_evaluation(workdir=copy, examples=examples, actors=(1,), write=False)
 
 @pytest.mark.slow
@@ -266,7 +247,7 @@ def test_command_line_on_tfds_dataset(synthetic_data_dir, tmp_path_factory, tmp_
        f'--config.data.data_dir={synthetic_data_dir}', '--config.data.download=False',
        f'--output_dir={out}', '--format=json'],
       cwd=tmp_path, capture_output=True, text=True, timeout=600,
-      env={k: v for k, v in os.environ.items() if k != 'PYTHONPATH'})
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert proc.returncode == 0, proc.stderr[-3000:]
   [m] = json.loads(proc.stdout)
   assert m['num_examples'] == 64 and sum(map(sum, m['confusion'])) == 64
@@ -275,6 +256,7 @@ def test_command_line_on_tfds_dataset(synthetic_data_dir, tmp_path_factory, tmp_
 
   bad = subprocess.run(
       [sys.executable, str(ROOT / 'launch' / 'evaluate.py'), f'--workdir={tmp_path}/none'],
-      cwd=tmp_path, capture_output=True, text=True, timeout=600)
+      cwd=tmp_path, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert bad.returncode != 0
   assert 'evaluate.py: error:' in bad.stderr and 'config.json does not exist' in bad.stderr

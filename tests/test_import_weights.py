@@ -1,20 +1,21 @@
 """launch/import_weights.py: .pth -> Orbax directory, usable by training and evaluation.
 
 The command line runs in a subprocess where torch cannot be imported. The imported
-predecessor CNN-X is then evaluated with launch/evaluate.py's own functions
-(`run_evaluation`, `load_weights`, `predict_examples`) and must predict exactly what the
-PyTorch model predicts.
+predecessor CNN-X is then evaluated with the library launch/evaluate.py calls
+(`inference.load_variables`, `inference.Predictor`, `evaluation.run_evaluation`) and must
+predict exactly what the PyTorch model predicts.
 """
 import importlib.util
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
 
+from ser_jax import evaluation  # pylint: disable=g-import-not-at-top
+from ser_jax import inference  # pylint: disable=g-import-not-at-top
 from ser_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
 from test_pth_reader import run_without_torch  # pylint: disable=g-import-not-at-top
@@ -24,11 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _load(path, name):
-  if name in sys.modules:
-    return sys.modules[name]
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module
   spec.loader.exec_module(module)
   return module
 
@@ -95,9 +93,8 @@ def test_refuses_to_overwrite_and_leaves_nothing_on_error(cnnx, tmp_path):
 
 
 def test_evaluate_predicts_like_pytorch(cnnx):
-  """launch/evaluate.py on the imported checkpoint == the PyTorch model, clip by clip."""
+  """Evaluation of the imported checkpoint == the PyTorch model, clip by clip."""
   module, _, out = cnnx
-  evaluate = _load(ROOT / 'launch' / 'evaluate.py', 'ser_jax_launch_evaluate')
   config = _load(ROOT / 'configs' / 'cnnx.py', 'config_cnnx_import').get_config()
   config.eval_batch_size = 4
   rng = np.random.default_rng(3)
@@ -115,8 +112,8 @@ def test_evaluate_predicts_like_pytorch(cnnx):
   want = logits.argmax(axis=1)
   assert len(set(want)) > 1  # the comparison distinguishes classes
 
-  variables = evaluate.load_weights(config, out)
-  got = evaluate.predict_examples(config, variables, seen)
+  variables = inference.load_variables(config, weights=out).variables
+  got = inference.Predictor(config, variables).evaluate(seen)
   np.testing.assert_array_equal(got['predictions'], want)
   probs = np.exp(logits - logits.max(axis=1, keepdims=True))
   probs /= probs.sum(axis=1, keepdims=True)
@@ -126,7 +123,7 @@ def test_evaluate_predicts_like_pytorch(cnnx):
   # must be counted correct.
   labelled = input_pipeline.Examples(images=images, labels=want.astype(np.int32),
                                      actors=examples.actors, file_names=examples.file_names)
-  [m] = evaluate.run_evaluation(config, weights=out, examples=labelled, actors='all',
-                                write=False)
+  [m] = evaluation.run_evaluation(config, weights=out, examples=labelled, actors='all',
+                                  write=False)
   assert m['num_examples'] == 6 and m['accuracy'] == 1.0
   assert json.dumps(m['confusion'])  # a plain, serialisable confusion matrix

@@ -10,8 +10,6 @@
 """
 import functools
 import math
-import pathlib
-import sys
 
 import flax.linen as nn
 import jax
@@ -19,13 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'tests'))
-
-from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-import test_train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import model_init  # pylint: disable=g-bad-import-order
+from ser_jax import models
+from ser_jax import steps
+from ser_jax import train
+from ser_jax.models import layers
+import test_train
 
 
 def _batch(batch, mel, time_, num_classes):
@@ -39,7 +36,7 @@ def _batch(batch, mel, time_, num_classes):
 
 
 def _step_fn(model):
-  return functools.partial(train.train_step, model=model, base_rng=jax.random.PRNGKey(1),
+  return functools.partial(steps.train_step, model=model, base_rng=jax.random.PRNGKey(1),
                            label_smoothing=0.0, use_mask=False, axis_name=None)
 
 
@@ -75,10 +72,10 @@ def test_bfloat16_compute_float32_state(name, shape):
   """Traced only (eval_shape / make_jaxpr): no compile, so the big models stay cheap."""
   config = test_train.tiny_config(**{'model.name': name, 'model.dtype': 'bfloat16',
                                      'data.input_shape': shape, 'model.num_classes': 8})
-  model = train.build_model(config)
-  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 10))
-  state = jax.eval_shape(lambda: train.create_train_state(config, model,
-                                                          jax.random.PRNGKey(0), tx))
+  model = model_init.build_model(config)
+  tx = steps.create_optimizer(config, steps.create_learning_rate_fn(config, 10))
+  state = jax.eval_shape(lambda: steps.create_state(
+      model.apply, model_init.initial_variables(config, model, jax.random.PRNGKey(0)), tx))
   batch = _batch(2, *shape, 8)
   assert state.batch_stats, f'{name} should have BatchNorm statistics'
   logits = jax.eval_shape(lambda s, x: model.apply({'params': s.params,
@@ -114,13 +111,14 @@ class ConvBN(nn.Module):
 
 def test_batchnorm_statistics_float32_after_a_bfloat16_step():
   config = test_train.tiny_config()
-  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 10))
+  tx = steps.create_optimizer(config, steps.create_learning_rate_fn(config, 10))
   batch = _batch(8, 16, 16, 4)
   batch['image'] = 3.0 + 2.0 * batch['image']  # running stats must move far from (0, 1)
   results = {}
   for dtype in (jnp.float32, jnp.bfloat16):
     model = ConvBN(dtype=dtype)
-    state = train.create_train_state(config, model, jax.random.PRNGKey(0), tx)
+    state = steps.create_state(
+        model.apply, model_init.initial_variables(config, model, jax.random.PRNGKey(0)), tx)
     new_state, _ = jax.jit(_step_fn(model))(state, batch)
     assert _dtypes(new_state.params) == {'float32'}
     assert _dtypes(new_state.batch_stats) == {'float32'}
@@ -153,8 +151,7 @@ def test_bfloat16_smoke_training_matches_float32(tmp_path, monkeypatch):
   (A registry model was not used here: XLA's CPU bfloat16 matmuls are emulated and slow,
   ~3 minutes for CNN-X on 2 cores; the models' bfloat16 paths are checked above.)
   """
-  monkeypatch.setattr(train, 'get_model',
-                      lambda name, num_classes, dtype: ConvBN(num_classes, dtype))
+  monkeypatch.setitem(models.MODELS, 'tiny', ConvBN)
   outcomes = {}
   for dtype in ('float32', 'bfloat16'):
     config = test_train.tiny_config(**{'model.dtype': dtype, 'num_epochs': 4,

@@ -1,7 +1,7 @@
 """ImageNet-transfer models (VGG19-BN + Attn, AlexNet + Attn, ResNet18) vs PyTorch references.
 
 For each model (tests/torch_reference_vision.py): random torch weights and BatchNorm running
-statistics -> state_dict -> `ser_jax.convert` (source `seed_<name>`) -> strict merge into the
+statistics -> state_dict -> `ser_jax.convert` (source `predecessor_<name>`) -> strict merge into the
 Flax init; then equal parameter counts, eval-mode logits within 1e-4, and one train-mode
 forward moving the running statistics to torch's (unbiased-variance) values. The torchvision
 tables are checked against torchvision's key layout. Attention masks are checked inside the
@@ -129,7 +129,7 @@ def test_resnet_head_without_relu_matches_torch():
   """
   mels, frames = CASES['resnet18']
   torch.manual_seed(0)
-  ref = tv.randomize(tv.SeedResNet18(NUM_CLASSES, fc_relu=False), seed=3)
+  ref = tv.randomize(tv.PredecessorResNet18(NUM_CLASSES, fc_relu=False), seed=3)
   model = resnet.ResNet18(num_classes=NUM_CLASSES, fc_relu=False)
   variables = convert_lib.convert(tv.state_dict_numpy(ref), 'predecessor_resnet18')
   x = np.random.default_rng(4).normal(size=(1, mels, frames, 1)).astype(np.float32)

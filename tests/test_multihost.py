@@ -27,8 +27,6 @@ import flax.linen as nn
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'tests'))
 
 import test_train  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -55,11 +53,6 @@ class TinyNet(nn.Module):
                      name='bn')(x)
     x = nn.relu(x).mean(axis=(1, 2))  # (B, 4)
     return nn.Dense(self.num_classes, name='head')(x)
-
-
-def tiny_get_model(name, **kwargs):
-  assert name == 'tiny', name
-  return TinyNet(num_classes=kwargs['num_classes'])
 
 
 def _examples():
@@ -123,6 +116,7 @@ def _summary(output):
 @pytest.mark.parametrize('parallel', ['pmap', 'jit'])
 def test_two_processes_match_one(tmp_path, parallel, monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
   from ser_jax import train  # pylint: disable=g-import-not-at-top
 
   multi = tmp_path / 'two_processes'
@@ -138,7 +132,7 @@ def test_two_processes_match_one(tmp_path, parallel, monkeypatch):
 
   # Reference: this process alone (one CPU device), same global batch, 2 epochs straight.
   assert jax.process_count() == 1
-  monkeypatch.setattr(train, 'get_model', tiny_get_model)
+  monkeypatch.setitem(models.MODELS, 'tiny', TinyNet)
   single = tmp_path / 'one_process'
   summary = train.train_and_evaluate(_config(2, parallel), single,
                                      examples=_examples())
@@ -214,10 +208,11 @@ def _worker(workdir, num_epochs, parallel):
   from ser_jax import distributed  # pylint: disable=g-import-not-at-top
   assert distributed.maybe_initialize()
   import jax  # pylint: disable=g-import-not-at-top
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
   from ser_jax import train  # pylint: disable=g-import-not-at-top
   print(f'process_index={jax.process_index()} process_count={jax.process_count()} '
         f'devices={jax.device_count()}', flush=True)
-  train.get_model = tiny_get_model
+  models.MODELS['tiny'] = TinyNet  # this worker process only
   summary = train.train_and_evaluate(_config(int(num_epochs), parallel), workdir,
                                      examples=_examples())
   print('SUMMARY ' + json.dumps(summary['mean'], sort_keys=True), flush=True)

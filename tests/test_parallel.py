@@ -10,15 +10,13 @@ broke this comparison: its true gradient is 0, and Adam turned float noise in it
 lr-sized steps that differed with the device count; TinyNet has none, like CNN14.)
 """
 import os
-import pathlib
-import sys
 
 import jax
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import test_train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+import test_train  # pylint: disable=g-bad-import-order
+from ser_jax import models
+from ser_jax import train
 
 ARGS = ['--num_epochs=3', '--batch_size=8', '--every=3']
 
@@ -30,7 +28,7 @@ def test_one_device_and_four_devices_agree_for_pmap_and_jit(tmp_path, monkeypatc
   proc = test_train.run_subprocess(['train', str(tmp_path / 'four'), *ARGS, '--offset=0',
                                     '--parallel=pmap,jit'], {'XLA_FLAGS': flags})
   # The 1-device reference runs while the subprocess compiles.
-  monkeypatch.setattr(train, 'get_model', test_train.tiny_get_model)
+  monkeypatch.setitem(models.MODELS, 'tiny', test_train.TinyNet)
   one = tmp_path / 'one'
   train.train_and_evaluate(test_train._cli_config(ARGS + ['--parallel=pmap']), one,
                            examples=test_train.synthetic_examples(offset=0.0))

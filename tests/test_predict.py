@@ -1,8 +1,9 @@
-"""Tests of launch/predict.py: input expansion, errors, and probabilities that equal the
-model applied to the training transform of each file's log-mel.
+"""Tests of ser_jax/inference.py's prediction (launch/predict.py): input expansion, errors,
+and probabilities that equal the model applied to the training transform of each file's
+log-mel.
 
-Reuses tests/test_evaluate.py's tiny trained run (a BatchNorm CNN patched into
-`ser_jax.train.get_model`) and its CNN-X weights for the command-line test.
+Reuses tests/test_evaluate.py's tiny trained run (a BatchNorm CNN registered in the model
+registry) and its CNN-X weights for the command-line test.
 """
 import json
 import os
@@ -16,13 +17,15 @@ import pytest
 import soundfile as sf
 
 import test_evaluate  # pylint: disable=g-bad-import-order  # tests/ is on sys.path
-from ser_jax import features  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from ser_jax import checkpoints  # pylint: disable=g-bad-import-order
+from ser_jax import errors
+from ser_jax import features
+from ser_jax import inference as predict
 from ser_jax import input_pipeline
-from ser_jax import train
+from ser_jax import model_init
+from ser_jax import models
 
 ROOT = test_evaluate.ROOT
-predict = test_evaluate.load_launch('predict')
-evaluate = test_evaluate.evaluate
 
 
 def _write_clips(folder):
@@ -44,7 +47,7 @@ def _write_clips(folder):
 
 @pytest.fixture
 def run(tmp_path_factory, monkeypatch):
-  monkeypatch.setattr(train, 'get_model', test_evaluate.tiny_get_model)
+  monkeypatch.setitem(models.MODELS, test_evaluate.TINY, test_evaluate.TinyBNNet)
   return test_evaluate.trained_run(tmp_path_factory)
 
 
@@ -71,13 +74,13 @@ def test_predictions_equal_model_on_training_transform(run, tmp_path):
   paths = _write_clips(tmp_path / 'wavs')
   doc = predict.run_prediction([str(tmp_path / 'wavs')], workdir=workdir)
   assert doc['frontend'] == 'predecessor48k' and doc['model'] == test_evaluate.TINY
-  assert doc['checkpoint'].startswith(str(evaluate.checkpoint_dir(workdir, 0)))
+  assert doc['checkpoint'].startswith(str(checkpoints.checkpoint_dir(workdir, 0)))
   assert [p['file'] for p in doc['predictions']] == [str(p) for p in sorted(paths.values())]
 
   # Independently: decode at 48 kHz, the 128-mel front end, PyTorch-style bilinear resize to
   # the model's input, then the restored model.
-  variables, _, _ = evaluate.restore_fold(workdir, 0)
-  model = train.build_model(config)
+  variables, _, _ = checkpoints.restore_fold(workdir, 0)
+  model = model_init.build_model(config)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))  # one compile for all files
   fe = features.get_frontend('predecessor48k')
   for p in doc['predictions']:
@@ -107,28 +110,28 @@ def test_prediction_errors(run, tmp_path):
   paths = _write_clips(tmp_path / 'wavs')
   bad = tmp_path / 'wavs' / 'broken.wav'
   bad.write_bytes(b'RIFF but not really a wav file')
-  with pytest.raises(predict.PredictionError, match=r'missing\.wav: no such file'):
+  with pytest.raises(errors.UserError, match=r'missing\.wav: no such file'):
     predict.run_prediction([str(paths['mono16k']), str(tmp_path / 'missing.wav')],
                            workdir=workdir)
-  with pytest.raises(predict.PredictionError, match=r'cannot decode.*broken\.wav'):
+  with pytest.raises(errors.UserError, match=r'cannot decode.*broken\.wav'):
     predict.run_prediction([str(tmp_path / 'wavs')], workdir=workdir)
   doc = predict.run_prediction([str(tmp_path / 'wavs'), str(tmp_path / 'missing.wav')],
                                workdir=workdir, skip_errors=True)
   assert len(doc['predictions']) == 3 and len(doc['errors']) == 2
   assert any('broken.wav' in e for e in doc['errors'])
   assert 'skipped: ' in predict.format_table(doc)
-  with pytest.raises(predict.PredictionError, match='no fold checkpoints'):
+  with pytest.raises(errors.UserError, match='no fold checkpoints'):
     empty = tmp_path / 'empty_run'
     empty.mkdir()
     (empty / 'config.json').write_text((workdir / 'config.json').read_text())
     predict.run_prediction([str(paths['mono16k'])], workdir=empty)
-  with pytest.raises(predict.PredictionError, match='exactly one of --workdir'):
+  with pytest.raises(errors.UserError, match='exactly one of --workdir'):
     predict.run_prediction([str(paths['mono16k'])])
-  with pytest.raises(predict.PredictionError, match='give one or more'):
+  with pytest.raises(errors.UserError, match='give one or more'):
     predict.run_prediction([], workdir=workdir)
-  config = evaluate.load_config(None, workdir)
-  config.data.name = 'ravdess/speech_mfcc'
-  with pytest.raises(predict.PredictionError, match='names no known front end'):
+  config = checkpoints.read_config(workdir)
+  config.data.frontend = 'mfcc'
+  with pytest.raises(errors.UserError, match=r"config.data.frontend: Unknown front end 'mfcc'"):
     predict.run_prediction([str(paths['mono16k'])], config=config, workdir=workdir)
 
 
@@ -138,7 +141,7 @@ def test_command_line_json_and_errors(tmp_path_factory, tmp_path):
   paths = _write_clips(tmp_path / 'wavs')
   cmd = [sys.executable, str(ROOT / 'launch' / 'predict.py'),
          f'--config={ROOT / "configs" / "cnnx.py"}:tiny', f'--weights={weights}']
-  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
   proc = subprocess.run(cmd + ['--format=json', str(tmp_path / 'wavs')], cwd=tmp_path,
                         capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]

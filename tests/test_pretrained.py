@@ -19,7 +19,9 @@ torch = pytest.importorskip('torch')
 import jax  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
+from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
 from ser_jax import features  # pylint: disable=g-import-not-at-top
+from ser_jax import model_init  # pylint: disable=g-import-not-at-top
 from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
 from test_pth_reader import run_without_torch  # pylint: disable=g-import-not-at-top
 import torch_reference  # pylint: disable=g-import-not-at-top
@@ -42,13 +44,14 @@ CASES = {
     'predecessor_cnn_lstm': Case('cnn_lstm', 'predecessor_cnn_lstm', 'bare', (128, 40), ()),
     'panns_cnn14': Case('cnn14_panns', 'panns_cnn14', 'panns', (64, 65), ()),
     'predecessor_vgg19_attn': Case('vgg19_attn', 'predecessor_vgg19_attn', 'bare', (64, 64), ()),
-    'predecessor_alexnet_attn': Case('alexnet_attn', 'predecessor_alexnet_attn', 'bare', (96, 96), ()),
+    'predecessor_alexnet_attn': Case('alexnet_attn', 'predecessor_alexnet_attn', 'bare', (96, 96),
+                                     ()),
     'predecessor_resnet18': Case('resnet18', 'predecessor_resnet18', 'bare', (64, 64), ()),
 }
 for _source, _model in (('torchvision_vgg19_bn', 'vgg19_attn'),
                         ('torchvision_alexnet', 'alexnet_attn'),
                         ('torchvision_resnet18', 'resnet18')):
-  CASES[_source] = Case(_model, _source, 'torchvision', CASES['seed_' + _model].input_shape,
+  CASES[_source] = Case(_model, _source, 'torchvision', CASES['predecessor_' + _model].input_shape,
                         None)  # dont_load: read from configs/<model>.py below
 
 
@@ -165,13 +168,14 @@ def _import_and_run_without_torch(jobs):
       import re
       import jax
       import numpy as np
-      from ser_jax import features, models, pretrained
+      from ser_jax import config_lib, features, models, pretrained
       applies = {{}}
       for job in {[dict(j) for j in jobs]!r}:
-        variables = pretrained.import_checkpoint(
-            job['path'], job['source'], job['model'], num_classes=job['num_classes'],
-            dont_load=job['dont_load'], frontend=job['frontend'],
-            input_shape=job['input_shape'])
+        config = config_lib.default()
+        config.model.name, config.model.num_classes = job['model'], job['num_classes']
+        config.data.frontend, config.data.input_shape = job['frontend'], job['input_shape']
+        config.init.source, config.init.dont_load = job['source'], job['dont_load']
+        variables = pretrained.import_checkpoint(config, job['path'])
         if job['model'] not in applies:  # one compilation per model and input shape
           model = models.get_model(job['model'], num_classes=job['num_classes'])
           applies[job['model']] = jax.jit(lambda v, x, m=model: m.apply(
@@ -205,7 +209,7 @@ def imported(tmp_path_factory):
     refs[name] = (ref, x)
     jobs.append(dict(name=name, path=str(path), source=case.source, model=case.model,
                      num_classes=NUM_CLASSES, dont_load=_dont_load(case),
-                     frontend='panns32k' if case.layout == 'panns' else None,
+                     frontend='panns32k' if case.layout == 'panns' else 'predecessor48k',
                      input_shape=case.input_shape, x=str(d / f'{name}_x.npy'),
                      waves=str(d / 'waves.npy') if case.layout == 'panns' else '',
                      out=str(d / f'{name}.npz')))
@@ -313,7 +317,7 @@ def test_checkpoint_of_another_architecture(tmp_path):
   init = {'params': {'conv_block1': {'conv1': {'kernel': np.zeros((3, 3, 1, 64))}},
                      'classifier': {'kernel': np.zeros((512, 8)), 'bias': np.zeros(8)}}}
   with pytest.raises(pretrained.CheckpointError) as e:
-    pretrained.load_pretrained(path, init, source='predecessor_cnnx')
+    pretrained.load_pretrained(path, init, source='predecessor_cnnx', frontend='predecessor48k')
   msg = str(e.value)
   assert 'params/conv_block1/conv1/kernel: (3, 3, 1, 64)' in msg
   assert 'in the checkpoint, not in the model' in msg and 'params/conv1/kernel' in msg
@@ -321,7 +325,7 @@ def test_checkpoint_of_another_architecture(tmp_path):
   with pytest.raises(pretrained.CheckpointError,
                      match=r"cannot be converted as 'predecessor_cnn14'.*conv1\.0\.weight.*"
                      r"fit source\(s\) \['predecessor_cnnx'\]"):
-    pretrained.load_pretrained(path, init, source='predecessor_cnn14')
+    pretrained.load_pretrained(path, init, source='predecessor_cnn14', frontend='predecessor48k')
 
 
 def test_panns_16k_checkpoint_with_32k_front_end(tmp_path):
@@ -334,37 +338,29 @@ def test_panns_16k_checkpoint_with_32k_front_end(tmp_path):
   state32 = {k: v.numpy() for k, v in torch_reference_panns.frontend_buffers(32000).items()}
   pretrained.check_panns_frontend(state32, 'panns32k')
   with pytest.raises(pretrained.CheckpointError, match="features are 'predecessor48k'"):
-    pretrained.check_panns_frontend(state32, 'ravdess/speech_predecessor48k')
+    pretrained.check_panns_frontend(state32, 'predecessor48k')
   # A 32 kHz-shaped mel matrix with other band edges is caught by its values.
   state32['logmel_extractor.melW'] = state32['logmel_extractor.melW'][:, ::-1].copy()
   with pytest.raises(pretrained.CheckpointError, match='a front end ser_jax does not have'):
     pretrained.check_panns_frontend(state32, 'panns32k')
-  # Through the loading path, with the data name as training passes it.
+  # Through the loading path, with the front end as training passes it.
   path = tmp_path / 'Cnn14_16k_mAP=0.438.pth'
   torch.save({'model': torch_reference_panns.frontend_buffers(16000)}, path)
   with pytest.raises(pretrained.CheckpointError, match=r"Cnn14_16k_mAP=0\.438\.pth is a PANNs"):
-    pretrained.load_pretrained(path, {}, source='panns_cnn14',
-                               frontend='ravdess/speech_panns32k')
-
-
-def test_frontend_name():
-  assert pretrained.frontend_name('ravdess/speech_panns32k') == 'panns32k'
-  assert pretrained.frontend_name('ravdess/all_predecessor48k') == 'predecessor48k'
-  assert pretrained.frontend_name('panns16k') == 'panns16k'
-  assert pretrained.frontend_name('ravdess') is None
+    pretrained.load_pretrained(path, {}, source='panns_cnn14', frontend='panns32k')
 
 
 def test_init_from_pretrained_pth_and_imported_dir(tmp_path):
   """Both forms of config.init.pretrained give the same variables; dont_load keeps init."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   # The 1D CNN-LSTM: the smallest model with a predecessor checkpoint layout.
   module = torch_reference.randomize(torch_reference.torch_reference('cnn_lstm'), seed=3)
   path = tmp_path / 'cnn_lstm.pth'
   torch.save(module.state_dict(), path)
-  _, init = pretrained.init_model('cnn_lstm', num_classes=NUM_CLASSES, seed=5,
-                                  input_shape=(128, 16))
-  cfg = ml_collections.ConfigDict({'pretrained': str(path), 'source': 'predecessor_cnn_lstm',
-                                   'dont_load': ('classifier',)})
+  cfg = config_lib.default()
+  cfg.model.name, cfg.data.input_shape = 'cnn_lstm', (128, 16)
+  cfg.init.update(pretrained=str(path), source='predecessor_cnn_lstm',
+                  dont_load=('classifier',))
+  init = model_init.init_variables(cfg, rng=jax.random.PRNGKey(5))
   from_pth = pretrained.init_from_pretrained(init, cfg)
   flat = pretrained.flatten(from_pth)
   assert all(isinstance(v, jax.Array) for v in flat.values())
@@ -374,10 +370,12 @@ def test_init_from_pretrained_pth_and_imported_dir(tmp_path):
       flat['params/conv_layer1/kernel'],
       module.conv_layer1[0].weight.detach().numpy().transpose(2, 1, 0))
   # An import_weights-style directory restores to the same values.
-  out = pretrained.save_imported(tmp_path / 'imported', from_pth, {'source': 'predecessor_cnn_lstm'})
+  out = pretrained.save_imported(tmp_path / 'imported', from_pth,
+                                 {'source': 'predecessor_cnn_lstm'})
   with pytest.raises(FileExistsError):
     pretrained.save_imported(out, from_pth, {})
-  cfg_dir = ml_collections.ConfigDict({'pretrained': out, 'source': '', 'dont_load': ()})
+  cfg_dir = cfg.copy_and_resolve_references()
+  cfg_dir.init.update(pretrained=out, source='', dont_load=())
   from_dir = pretrained.init_from_pretrained(init, cfg_dir)
   for k, v in pretrained.flatten(from_dir).items():
     np.testing.assert_array_equal(v, flat[k], err_msg=k)
@@ -395,8 +393,8 @@ def test_cnn14_panns_config_fits_a_panns_checkpoint():
   spec.loader.exec_module(module)
   c = module.get_config()
   assert c.model.name == 'cnn14_panns' and c.model.num_classes == 8
-  assert c.data.name == 'ravdess/speech_panns32k'
-  frontend = features.FRONTENDS[pretrained.frontend_name(c.data.name)]
+  assert config_lib.tfds_name(c.data) == 'ravdess/speech_panns32k'
+  frontend = features.FRONTENDS[c.data.frontend]
   assert frontend.name == 'panns32k' and c.data.input_shape[0] == frontend.n_mels
   assert c.data.crop_mode == 'crop_pad' and c.data.input_shape[1] % 32 == 0
   assert c.init.source == 'panns_cnn14' and c.init.expect_pretrained
@@ -411,9 +409,8 @@ def test_cnn14_panns_config_fits_a_panns_checkpoint():
            for k, s in shapes.items()}
   state.update({k: v.numpy() for k, v in
                 torch_reference_panns.frontend_buffers(32000).items()})
-  loaded = pretrained.convert_state_dict(state, c.init.source, frontend=c.data.name)
-  _, init = pretrained.init_model(c.model.name, num_classes=c.model.num_classes,
-                                  input_shape=tuple(c.data.input_shape), abstract=True)
+  loaded = pretrained.convert_state_dict(state, c.init.source, frontend=c.data.frontend)
+  init = model_init.init_variables(c, abstract=True)
   merged = pretrained.flatten(pretrained.merge_params(loaded, init, c.init.dont_load))
   fresh = sorted(k for k, v in merged.items() if isinstance(v, jax.ShapeDtypeStruct))
   assert fresh == ['params/fc_audioset/bias', 'params/fc_audioset/kernel']
@@ -422,3 +419,48 @@ def test_cnn14_panns_config_fits_a_panns_checkpoint():
                      match=r'params/fc_audioset/kernel: checkpoint \(2048, 527\), model '
                      r'\(2048, 8\)'):
     pretrained.merge_params(loaded, init)
+
+
+def _panns_config(**fields):
+  """configs/cnn14_panns.py:tiny (32 kHz PANNs features) with `fields` set."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'cnn14_panns.py'
+  spec = importlib.util.spec_from_file_location('config_cnn14_panns_tiny', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config('tiny')
+  c.update_from_flattened_dict(fields)
+  return c
+
+
+def test_16k_panns_weights_on_32k_features_are_refused_everywhere(tmp_path):
+  """Train, evaluate and predict all refuse 16 kHz PANNs weights for panns32k features,
+  both as the .pth and as an import directory (which records its front end)."""
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  from ser_jax import evaluation  # pylint: disable=g-import-not-at-top
+  from ser_jax import inference  # pylint: disable=g-import-not-at-top
+  from ser_jax import train  # pylint: disable=g-import-not-at-top
+  pth = tmp_path / 'Cnn14_16k_mAP=0.438.pth'
+  torch.save({'model': torch_reference_panns.frontend_buffers(16000)}, pth)
+  imported = pretrained.save_imported(
+      tmp_path / 'imported_16k', {'params': {'x': np.zeros(2, np.float32)}},
+      {'model': 'cnn14_panns', 'frontend': 'panns16k'})
+  wav = tmp_path / 'clip.wav'
+  sf.write(wav, np.zeros(16000, np.float32), 32000)
+  pth_error = (r"Cnn14_16k_mAP=0\.438\.pth is a PANNs checkpoint trained on log-mels with "
+               r"n_fft 512")
+  dir_error = (r"imported_16k was imported for front end 'panns16k' but the features are "
+               r"'panns32k'")
+  for weights, error in ((pth, pth_error), (imported, dir_error)):
+    config = _panns_config(**{'init.pretrained': str(weights)})
+    assert config.data.frontend == 'panns32k' and config.init.source == 'panns_cnn14'
+    with pytest.raises(pretrained.CheckpointError, match=error):
+      train.train_and_evaluate(config, tmp_path / 'train', examples=None)
+    assert not (tmp_path / 'train').exists()  # refused before anything was written
+    with pytest.raises(pretrained.CheckpointError, match=error):
+      evaluation.run_evaluation(_panns_config(), weights=weights, actors='all', write=False)
+    with pytest.raises(pretrained.CheckpointError, match=error):
+      inference.run_prediction([str(wav)], config=_panns_config(), weights=weights)
+  # The matching front end is not refused by the check (it gets as far as the merge).
+  config = _panns_config(**{'init.pretrained': str(pth), 'data.frontend': 'panns16k'})
+  model_init.check_pretrained_setting(config)

@@ -1,4 +1,5 @@
-"""Tests for reading torch.save files without PyTorch (`ser_jax.pretrained`, part 1).
+"""Tests for reading torch.save files without PyTorch (`ser_jax.torch_file`, through
+`ser_jax.pretrained.load_state_dict`).
 
 Checkpoints are written here with the real `torch.save`; they are read back in a
 subprocess where `import torch` raises, and compared bit for bit with the tensors saved.
@@ -121,7 +122,7 @@ def test_reads_every_layout_without_torch(saved):
       from ser_jax import pretrained
       out = pathlib.Path(sys.argv[1])
       for path in sys.argv[2:]:
-        sd = pretrained.load_torch_checkpoint(path)
+        sd = pretrained.load_state_dict(path)
         bits = {k: (v.view(np.uint16) if v.dtype.name == 'bfloat16' else v)
                 for k, v in sd.items()}
         np.savez(out / (pathlib.Path(path).stem + '.npz'), **bits)
@@ -138,7 +139,7 @@ def test_reads_every_layout_without_torch(saved):
 
 def test_dtypes_in_process(saved):
   files, _ = saved
-  sd = pretrained.load_torch_checkpoint(files['zip_panns'])
+  sd = pretrained.load_state_dict(files['zip_panns'])
   assert sd['bf16'].dtype.name == 'bfloat16'
   assert sd['half'].dtype == np.float16
   assert sd['counter'].dtype == np.int64 and sd['counter'].shape == ()
@@ -149,7 +150,7 @@ def test_not_a_checkpoint(tmp_path):
   text = tmp_path / 'notes.pth'
   text.write_text('these are not weights\n')
   with pytest.raises(pretrained.CheckpointError, match=r'notes\.pth is a text file'):
-    pretrained.load_torch_checkpoint(text)
+    pretrained.load_state_dict(text)
   wav = tmp_path / 'clip.wav'
   with wave.open(str(wav), 'wb') as w:
     w.setnchannels(1)
@@ -157,18 +158,18 @@ def test_not_a_checkpoint(tmp_path):
     w.setframerate(16000)
     w.writeframes(np.zeros(160, np.int16).tobytes())
   with pytest.raises(pretrained.CheckpointError, match=r'clip\.wav is a RIFF/WAV audio file'):
-    pretrained.load_torch_checkpoint(wav)
+    pretrained.load_state_dict(wav)
   plain = tmp_path / 'plain.pkl'
   plain.write_bytes(pickle.dumps({'a': 1}, protocol=2))
   with pytest.raises(pretrained.CheckpointError, match='no torch magic number'):
-    pretrained.load_torch_checkpoint(plain)
+    pretrained.load_state_dict(plain)
   other_zip = tmp_path / 'other.zip'
   with zipfile.ZipFile(other_zip, 'w') as z:
     z.writestr('readme.txt', 'hi')
   with pytest.raises(pretrained.CheckpointError, match='not a torch.save checkpoint'):
-    pretrained.load_torch_checkpoint(other_zip)
+    pretrained.load_state_dict(other_zip)
   with pytest.raises(pretrained.CheckpointError, match='is a directory'):
-    pretrained.load_torch_checkpoint(tmp_path)
+    pretrained.load_state_dict(tmp_path)
 
 
 @pytest.mark.parametrize('fmt', ['zip', 'legacy'])
@@ -179,7 +180,7 @@ def test_truncated(saved, tmp_path, fmt, fraction):
   cut = tmp_path / 'cut.pth'
   cut.write_bytes(raw[:int(len(raw) * fraction)])
   with pytest.raises(pretrained.CheckpointError, match=r'cut\.pth.*(truncated|corrupt)'):
-    pretrained.load_torch_checkpoint(cut)
+    pretrained.load_state_dict(cut)
 
 
 def test_unsupported_objects(tmp_path):
@@ -187,16 +188,16 @@ def test_unsupported_objects(tmp_path):
   torch.save(torch.nn.Linear(2, 3), module)  # the whole module, not its state_dict
   with pytest.raises(pretrained.CheckpointError,
                      match=r'pickled torch\.nn\.modules\.linear\.Linear object.*state_dict'):
-    pretrained.load_torch_checkpoint(module)
+    pretrained.load_state_dict(module)
   sparse = tmp_path / 'sparse.pth'
   torch.save({'w': torch.eye(3).to_sparse(), 'b': torch.zeros(3)}, sparse)
   with pytest.raises(pretrained.CheckpointError, match=r"entry 'w' is an object of class "
                      r'torch\._utils\._rebuild_sparse_tensor'):
-    pretrained.load_torch_checkpoint(sparse)
+    pretrained.load_state_dict(sparse)
   other = tmp_path / 'other.pth'
   torch.save({'epoch': 3, 'optimizer': {'lr': 0.1}}, other)
   with pytest.raises(pretrained.CheckpointError, match=r"keys \['epoch', 'optimizer'\]"):
-    pretrained.load_torch_checkpoint(other)
+    pretrained.load_state_dict(other)
 
 
 class _Exploit:
@@ -216,5 +217,5 @@ def test_malicious_pickle_runs_nothing(tmp_path):
     torch.save({'weight': torch.zeros(2), 'bias': _Exploit(marker)}, path,
                _use_new_zipfile_serialization=not legacy)
     with pytest.raises(pretrained.CheckpointError, match=r"entry 'bias'.*(posix|os)\.system"):
-      pretrained.load_torch_checkpoint(path)
+      pretrained.load_state_dict(path)
     assert not marker.exists()

@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ser_jax import labels
 from ser_jax import metrics
 from ser_jax import reports
 
@@ -51,7 +52,7 @@ def test_write_fold_report(tmp_path):
   _png_size(paths['curves_png'])
 
   report = json.loads(paths['json'].read_text())
-  assert report['class_names'] == list(reports.EMOTIONS)
+  assert report['class_names'] == list(labels.EMOTIONS)
   assert report['accuracy'] == pytest.approx(m['accuracy'])
   assert report['per_class_by_name']['calm'] == m['per_class'][1]
   assert report['history'][-1]['epoch'] == 3

@@ -167,7 +167,7 @@ def test_worker_scripts_dry_run():
   assert '+ gsutil -m rsync -r gs://bkt/zips /home/you/ravdess' in zips
   assert zips[-1].endswith("' ravdess/speech_predecessor48k /home/you/tensorflow_datasets "
                            "/home/you/ravdess")
-  assert 'input_pipeline.prepare_dataset' in '\n'.join(zips)
+  assert 'input_pipeline.prepare_tfds' in '\n'.join(zips)
 
 
 _FAKE = """#!/usr/bin/env bash

@@ -1,10 +1,13 @@
-"""Tests of ser_jax/train.py: optimiser, errors, smoke/overfit run, non-finite stop, resume.
+"""Tests of ser_jax/train.py (and steps.py): optimiser, errors, smoke/overfit run,
+non-finite stop, resume.
 
-Training runs use a tiny BatchNorm CNN on synthetic clips (16 mel x 16 frames) so each
-compile and step is cheap; the resume test kills a real training subprocess. This module
-also serves as the subprocess runner (`python tests/test_train.py ...`) for
-tests/test_parallel.py, so both use the same model and data.
+Training runs use a tiny BatchNorm CNN registered in the model registry as 'tiny', on
+synthetic clips (16 mel x 16 frames), so each compile and step is cheap; the resume test
+kills a real training subprocess. This module also serves as the subprocess runner
+(`python tests/test_train.py ...`) for tests/test_parallel.py, so both use the same model
+and data.
 """
+import contextlib
 import json
 import re
 import os
@@ -21,10 +24,16 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ser_jax import input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import config_lib  # pylint: disable=g-bad-import-order
+from ser_jax import inference
+from ser_jax import input_pipeline
+from ser_jax import model_init
+from ser_jax import models
+from ser_jax import parallel
+from ser_jax import splits
+from ser_jax import steps
+from ser_jax import train
 
 
 class TinyNet(nn.Module):
@@ -47,13 +56,12 @@ class TinyNet(nn.Module):
     return nn.Dense(self.num_classes, name='head')(x)
 
 
-def tiny_get_model(name, **kwargs):
-  """train.get_model replacement: 'tiny' is TinyNet, anything else the real registry."""
-  if name == 'tiny':
-    return TinyNet(num_classes=kwargs['num_classes'], **{
-        k: v for k, v in kwargs.items() if k in ('dropout',)})
-  from ser_jax import models  # pylint: disable=g-import-not-at-top
-  return models.get_model(name, **kwargs)
+@contextlib.contextmanager
+def registered(name='tiny', module=TinyNet):
+  """`module` in the model registry as `name` (for code that cannot take monkeypatch)."""
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setitem(models.MODELS, name, module)
+    yield
 
 
 def synthetic_examples(clips_per_actor=5, actors=(1, 2, 3, 4), num_classes=4, seed=0,
@@ -77,9 +85,7 @@ def synthetic_examples(clips_per_actor=5, actors=(1, 2, 3, 4), num_classes=4, se
 
 
 def tiny_config(**overrides):
-  sys.path.insert(0, str(ROOT / 'configs'))
-  import default  # pylint: disable=g-import-not-at-top
-  c = default.get_config('tiny')
+  c = config_lib.with_variant(config_lib.default(), 'tiny', 'tiny_config')
   c.model.name = 'tiny'
   c.model.num_classes = 4
   c.data.input_shape = (16, 16)
@@ -127,7 +133,7 @@ def run_subprocess(args, env_extra=None, **kwargs):
 
 @pytest.fixture
 def tiny_models(monkeypatch):
-  monkeypatch.setattr(train, 'get_model', tiny_get_model)
+  monkeypatch.setitem(models.MODELS, 'tiny', TinyNet)
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -148,7 +154,7 @@ def _torch_steps(torch_opt_name, params0, grads_seq, lr, wd):
 def test_optimizer_matches_pytorch(name, torch_name):
   config = tiny_config(**{'optimizer.name': name, 'optimizer.learning_rate': 0.1,
                           'optimizer.weight_decay': 0.05})
-  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 10))
+  tx = steps.create_optimizer(config, steps.create_learning_rate_fn(config, 10))
   rng = np.random.RandomState(1)
   params = rng.randn(5)
   grads_seq = [rng.randn(5) for _ in range(4)]
@@ -169,21 +175,21 @@ def test_schedule_and_clipping():
   config = tiny_config(**{'schedule.name': 'warmup_cosine', 'schedule.warmup_epochs': 1.0,
                           'num_epochs': 4, 'optimizer.learning_rate': 1.0,
                           'optimizer.grad_clip_norm': 1.0, 'optimizer.weight_decay': 0.0})
-  lr = train.create_learning_rate_fn(config, steps_per_epoch=10)
+  lr = steps.create_learning_rate_fn(config, steps_per_epoch=10)
   assert float(lr(0)) == 0.0
   assert float(lr(10)) == pytest.approx(1.0)
   assert float(lr(25)) == pytest.approx(0.5 * (1 + np.cos(np.pi * 15 / 30)), rel=1e-5)
   assert float(lr(40)) == pytest.approx(0.0, abs=1e-6)
-  tx = train.create_optimizer(config, lr)
+  tx = steps.create_optimizer(config, lr)
   state = tx.init(jnp.zeros(3))
   # Clipping happens before Adam: a huge gradient and a unit one give the same first step.
   big, _ = tx.update(jnp.array([300.0, 400.0, 0.0]), state, jnp.zeros(3))
   unit, _ = tx.update(jnp.array([0.6, 0.8, 0.0]), state, jnp.zeros(3))
   np.testing.assert_allclose(np.asarray(big), np.asarray(unit), rtol=1e-6)
   with pytest.raises(ValueError, match='schedule.name'):
-    train.create_learning_rate_fn(tiny_config(**{'schedule.name': 'step'}), 10)
+    steps.create_learning_rate_fn(tiny_config(**{'schedule.name': 'step'}), 10)
   with pytest.raises(ValueError, match='optimizer.name'):
-    train.create_optimizer(tiny_config(**{'optimizer.name': 'sgd'}), lr)
+    steps.create_optimizer(tiny_config(**{'optimizer.name': 'sgd'}), lr)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -191,12 +197,12 @@ def test_schedule_and_clipping():
 
 def test_fold_errors():
   with pytest.raises(ValueError, match=r'outside 1\.\.24'):
-    train.get_folds(tiny_config(**{'folds.test_actors': (3, 25)}))
+    config_lib.get_folds(tiny_config(**{'folds.test_actors': (3, 25)}))
   with pytest.raises(ValueError, match='folds.scheme'):
-    train.get_folds(tiny_config(**{'folds.test_actors': (), 'folds.scheme': 'random'}))
+    config_lib.get_folds(tiny_config(**{'folds.test_actors': (), 'folds.scheme': 'random'}))
   with pytest.raises(ValueError, match='folds.which'):
-    train.get_folds(tiny_config(**{'folds.test_actors': (), 'folds.which': (4,)}))
-  folds = train.get_folds(tiny_config(**{'folds.test_actors': (), 'folds.which': ()}))
+    config_lib.get_folds(tiny_config(**{'folds.test_actors': (), 'folds.which': (4,)}))
+  folds = config_lib.get_folds(tiny_config(**{'folds.test_actors': (), 'folds.which': ()}))
   assert [f.test for _, f in folds] == [(4, 9, 10, 14, 15, 17), (5, 13, 16, 18, 20, 23),
                                         (1, 2, 6, 8, 19, 21), (3, 7, 11, 12, 22, 24)]
   assert all(len(f.train) == 18 for _, f in folds)
@@ -205,8 +211,8 @@ def test_fold_errors():
 def test_validation_folds_never_use_test_actors():
   config = tiny_config(**{'folds.test_actors': (), 'folds.which': (),
                           'folds.validation_actors': 3})
-  val_folds = train.get_folds(config)
-  for (_, full), (_, val) in zip(train.get_folds(
+  val_folds = config_lib.get_folds(config)
+  for (_, full), (_, val) in zip(config_lib.get_folds(
       tiny_config(**{'folds.test_actors': (), 'folds.which': ()})), val_folds):
     assert len(val.train) == 15 and len(val.test) == 3
     assert set(val.train) | set(val.test) == set(full.train)  # test actors in neither
@@ -244,13 +250,9 @@ RUN_ARGS = ['--num_epochs=5', '--every=1']  # 15 training clips: 4 steps/epoch, 
 def whole_run(tmp_path_factory):
   """One uninterrupted tiny run (in this process): the smoke test and resume's reference."""
   workdir = tmp_path_factory.mktemp('whole')
-  real = train.get_model
-  train.get_model = tiny_get_model
-  try:
+  with registered():
     summary = train.train_and_evaluate(_cli_config(RUN_ARGS), workdir,
                                        examples=synthetic_examples())
-  finally:
-    train.get_model = real
   return workdir, summary
 
 
@@ -385,22 +387,22 @@ def test_small_config_tiny_trains_on_the_tfds_dataset(name, synthetic_data_dir, 
 def test_large_config_tiny_steps_on_the_tfds_dataset(name, synthetic_data_dir):
   """The :tiny variant's train step and evaluation run on TFDS clips (no checkpoint)."""
   config = _tfds_config(name, synthetic_data_dir)
-  [(_, fold)] = train.get_folds(config)
+  [(_, fold)] = config_lib.get_folds(config)
   examples = input_pipeline.prepare_images(input_pipeline.load_all(config.data),
                                            config.data)
   train_ex = input_pipeline.select_actors(examples, fold.train)
   test_ex = input_pipeline.select_actors(examples, fold.test)
-  model = train.build_model(config)
-  tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 6))
-  runner = train.Runner(config, model, jax.random.PRNGKey(1))
-  state = runner.place_state(train.create_train_state(config, model, jax.random.PRNGKey(0),
-                                                      tx))
+  model = model_init.build_model(config)
+  tx = steps.create_optimizer(config, steps.create_learning_rate_fn(config, 6))
+  runner = parallel.make_runner(config, model, jax.random.PRNGKey(1))
+  state = runner.place_state(steps.create_state(
+      model.apply, model_init.initial_variables(config, model, jax.random.PRNGKey(0)), tx))
   batch = next(input_pipeline.train_batches(
       train_ex, config.data, batch_size=config.batch_size, num_classes=8, seed=0, epoch=0))
   state, metrics = runner.train(state, runner.place_batch(batch))
   assert np.isfinite(float(metrics['loss'])) and float(metrics['count']) == config.batch_size
   assert int(runner.host_state(state).step) == 1
-  result = train.evaluate(runner, state, test_ex, config)
+  result = inference.evaluate_examples(runner, state, test_ex, config)
   assert result['num_examples'] == 16 and np.isfinite(result['loss'])
   assert sorted(result['labels'].tolist()) == sorted(test_ex.labels.tolist())
 
@@ -412,8 +414,9 @@ def test_launcher_on_real_clips(mini_data_dir, tmp_path):
          f'--config={ROOT / "configs" / "cnnx.py"}:tiny', f'--workdir={tmp_path}',
          f'--config.data.data_dir={mini_data_dir}', '--config.data.download=False',
          '--config.folds.test_actors=4', '--config.num_epochs=1']
-  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+  env = dict(os.environ, PYTHONPATH=str(ROOT))  # as installed: the package importable
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
+                        cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'cnnx: accuracy' in proc.stdout
   results = json.loads((tmp_path / 'results.json').read_text())
@@ -429,22 +432,23 @@ def test_launcher_on_real_clips(mini_data_dir, tmp_path):
 def test_cnnx_config_is_the_predecessor_protocol():
   """configs/cnnx.py as train.py reads it: the predecessor's CNN-X recipe, nothing added."""
   c = _load_config('cnnx', None)
-  folds = train.get_folds(c)
-  assert [f.test for _, f in folds] == [tuple(t) for t in train.splits.PREDECESSOR_TEST_FOLDS]
+  folds = config_lib.get_folds(c)
+  assert [f.test for _, f in folds] == [tuple(t) for t in splits.PREDECESSOR_TEST_FOLDS]
   assert all(len(f.train) == 18 and not set(f.train) & set(f.test) for _, f in folds)
-  assert (c.model.name, c.model.num_classes, c.data.name) == ('cnnx', 8,
-                                                               'ravdess/speech_predecessor48k')
+  assert (c.model.name, c.model.num_classes, c.data.name, c.data.frontend) == (
+      'cnnx', 8, 'ravdess/speech', 'predecessor48k')
+  assert config_lib.tfds_name(c.data) == 'ravdess/speech_predecessor48k'
   assert (tuple(c.data.input_shape), c.data.crop_mode) == ((128, 256), 'resize')
   assert not c.data.specaugment.enabled and c.data.mixup_alpha == 0
   assert (c.batch_size, c.num_epochs, c.seed) == (32, 60, 41)
   assert (c.optimizer.name, c.optimizer.learning_rate, c.optimizer.weight_decay) == (
       'adam_l2', 1e-4, 1e-5)
   assert c.optimizer.grad_clip_norm == 0 and c.optimizer.label_smoothing == 0
-  lr = train.create_learning_rate_fn(c, steps_per_epoch=34)
+  lr = steps.create_learning_rate_fn(c, steps_per_epoch=34)
   assert float(lr(0)) == float(lr(2039)) == pytest.approx(1e-4)
   # 18 actors x 60 clips = 1080 per fold: 34 steps, the last with 24 real clips (no drop).
   assert input_pipeline.steps_per_epoch(1080, c.batch_size) == 34
-  assert c.parallel in train.PARALLEL_MODES
+  assert c.parallel in config_lib.PARALLEL_MODES
 
 
 def test_expect_pretrained_warns_loudly(caplog):
@@ -452,8 +456,7 @@ def test_expect_pretrained_warns_loudly(caplog):
   assert config.init.expect_pretrained and not config.init.pretrained
   config.model.name = 'tiny'
   with pytest.warns(UserWarning, match='TRAINED FROM RANDOM INITIALISATION'):
-    train.create_train_state(config, TinyNet(), jax.random.PRNGKey(0),
-                             train.create_optimizer(config, lambda s: 1e-3))
+    model_init.initial_variables(config, TinyNet(), jax.random.PRNGKey(0))
   assert '!!!!!' in caplog.text
 
 
@@ -495,7 +498,7 @@ def _main(argv):
       offset = float(a.split('=')[1])
     else:
       rest.append(a)
-  train.get_model = tiny_get_model
+  models.MODELS['tiny'] = TinyNet  # this process only
   if slow_from is not None:
     real = input_pipeline.train_batches
 

@@ -4,18 +4,18 @@ Each module's `state_dict()` keys are exactly those of the checkpoints users imp
 (see ../shared/REFERENCE.md), so the `ser_jax.convert` tables are tested on real names:
 - `PannsCnn14`: PANNs `Cnn14` after its front end: `bn0`, `conv_block{1..6}`, `fc1`,
   `fc_audioset` (the fixed front-end buffers are not modelled here).
-- `SeedCnn14`: the predecessor's CNN14: `conv_layer{1..6}`, `fc_layer.0`, `classifier`, and
+- `PredecessorCnn14`: the predecessor's CNN14: `conv_layer{1..6}`, `fc_layer.0`, `classifier`, and
   with `attention=True` also `attention.dense`, `attention.u`.
-- `SeedCnnX`: `conv{1,2,3}.0`, `fc_layer{1,2}.0`, `fc_layer3`.
-- `SeedCnnLstm`: `conv_layer{1,2,3}.0`, `LSTM`, `classifier`.
+- `PredecessorCnnX`: `conv{1,2,3}.0`, `fc_layer{1,2}.0`, `fc_layer3`.
+- `PredecessorCnnLstm`: `conv_layer{1,2,3}.0`, `LSTM`, `classifier`.
 
 Input layouts (the Flax models all take (batch, mel, time, 1)):
-| module      | torch input            | from a Flax input x                 |
-|-------------|------------------------|-------------------------------------|
-| PannsCnn14  | (batch, 1, time, mel)  | x.transpose(0, 3, 2, 1)             |
-| SeedCnn14   | (batch, 1, mel, time)  | x.transpose(0, 3, 1, 2)             |
-| SeedCnnX    | (batch, 1, mel, time)  | x.transpose(0, 3, 1, 2)             |
-| SeedCnnLstm | (batch, mel, time)     | x[..., 0]                           |
+| module             | torch input            | from a Flax input x                 |
+|--------------------|------------------------|-------------------------------------|
+| PannsCnn14         | (batch, 1, time, mel)  | x.transpose(0, 3, 2, 1)             |
+| PredecessorCnn14   | (batch, 1, mel, time)  | x.transpose(0, 3, 1, 2)             |
+| PredecessorCnnX    | (batch, 1, mel, time)  | x.transpose(0, 3, 1, 2)             |
+| PredecessorCnnLstm | (batch, mel, time)     | x[..., 0]                           |
 `to_torch_input(name, x)` applies the right one. All modules return logits (PANNs' own
 forward applies a sigmoid for AudioSet; the logits are what a fine-tuned head needs).
 """
@@ -90,7 +90,7 @@ class UAttention(nn.Module):
     return (alpha * x).sum(dim=1)  # (batch, C)
 
 
-class SeedCnn14(nn.Module):
+class PredecessorCnn14(nn.Module):
   """The predecessor's CNN14: input (batch, 1, mel, time); 2x2 average pool in all 6 blocks."""
 
   def __init__(self, num_classes=8, attention=False, widths=CNN14_WIDTHS):
@@ -111,7 +111,7 @@ class SeedCnn14(nn.Module):
     return self.classifier(self.fc_layer(x))
 
 
-class SeedCnnX(nn.Module):
+class PredecessorCnnX(nn.Module):
   """The predecessor's CNN-X: input (batch, 1, mel, time); 128 x 256 for the 13440 flatten."""
 
   def __init__(self, num_classes=8, flat_features=32 * 14 * 30):
@@ -129,7 +129,7 @@ class SeedCnnX(nn.Module):
     return self.fc_layer3(self.fc_layer2(self.fc_layer1(x)))
 
 
-class SeedCnnLstm(nn.Module):
+class PredecessorCnnLstm(nn.Module):
   """The predecessor's 1D CNN-LSTM: input (batch, mel, time), mel bins as channels."""
 
   def __init__(self, num_classes=8, n_mels=128):
@@ -149,12 +149,12 @@ class SeedCnnLstm(nn.Module):
 # Registry name -> (constructor, convert source). Constructors take num_classes and the
 # model's extra keyword arguments (CNN14's `widths`, for small test variants).
 REFERENCES = {
-    'cnn14': (lambda num_classes, **kw: SeedCnn14(num_classes, **kw), 'predecessor_cnn14'),
-    'cnn14_attn': (lambda num_classes, **kw: SeedCnn14(num_classes, attention=True, **kw),
+    'cnn14': (lambda num_classes, **kw: PredecessorCnn14(num_classes, **kw), 'predecessor_cnn14'),
+    'cnn14_attn': (lambda num_classes, **kw: PredecessorCnn14(num_classes, attention=True, **kw),
                    'predecessor_cnn14_attn'),
     'cnn14_panns': (lambda num_classes, **kw: PannsCnn14(num_classes, **kw), 'panns_cnn14'),
-    'cnnx': (lambda num_classes: SeedCnnX(num_classes), 'predecessor_cnnx'),
-    'cnn_lstm': (lambda num_classes: SeedCnnLstm(num_classes), 'predecessor_cnn_lstm'),
+    'cnnx': (lambda num_classes: PredecessorCnnX(num_classes), 'predecessor_cnnx'),
+    'cnn_lstm': (lambda num_classes: PredecessorCnnLstm(num_classes), 'predecessor_cnn_lstm'),
 }
 
 

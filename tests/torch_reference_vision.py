@@ -156,7 +156,7 @@ def _stem():
   return nn.Conv2d(1, 3, kernel_size=3, padding=1)
 
 
-class SeedVGG19Attn(nn.Module):
+class PredecessorVGG19Attn(nn.Module):
   """Predecessor's VGG19-BN + attention: `network.features.0` stem, then vgg19_bn features."""
 
   def __init__(self, num_classes=8):
@@ -169,7 +169,7 @@ class SeedVGG19Attn(nn.Module):
     return self.classifier(self.attention(self.network.features(x)))
 
 
-class SeedAlexNetAttn(nn.Module):
+class PredecessorAlexNetAttn(nn.Module):
   """Predecessor's AlexNet + attention: `network.features.0` stem, then alexnet features."""
 
   def __init__(self, num_classes=8):
@@ -182,7 +182,7 @@ class SeedAlexNetAttn(nn.Module):
     return self.classifier(self.attention(self.network.features(x)))
 
 
-class SeedResNet18(nn.Module):
+class PredecessorResNet18(nn.Module):
   """Predecessor's ResNet18: 1-channel conv1, `network.fc` 512 -> 512, `classifier`.
 
   A ReLU between `network.fc` and `classifier` is an assumption (the state_dict cannot show
@@ -204,9 +204,9 @@ class SeedResNet18(nn.Module):
 
 # name -> (constructor of the predecessor-layout module, `ser_jax.convert` source)
 REFERENCES = {
-    'vgg19_attn': (SeedVGG19Attn, 'predecessor_vgg19_attn'),
-    'alexnet_attn': (SeedAlexNetAttn, 'predecessor_alexnet_attn'),
-    'resnet18': (SeedResNet18, 'predecessor_resnet18'),
+    'vgg19_attn': (PredecessorVGG19Attn, 'predecessor_vgg19_attn'),
+    'alexnet_attn': (PredecessorAlexNetAttn, 'predecessor_alexnet_attn'),
+    'resnet18': (PredecessorResNet18, 'predecessor_resnet18'),
 }
 # torchvision source name -> its ImageNet backbone (small `hidden` where the head is unused)
 TORCHVISION = {

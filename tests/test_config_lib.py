@@ -1,0 +1,102 @@
+"""Tests of ser_jax/config_lib.py and the run record of ser_jax/checkpoints.py.
+
+The TFDS name is built in one place; a recorded config from before `data.frontend`
+existed still reads; `validate` names the bad setting before anything slow runs, and an
+entry point validates once; the front end is part of the model identity a workdir
+records.
+"""
+import json
+
+import ml_collections
+import pytest
+
+import test_train  # pylint: disable=g-bad-import-order  # tests/ is on sys.path
+from ser_jax import checkpoints
+from ser_jax import config_lib
+from ser_jax import errors
+from ser_jax import input_pipeline
+from ser_jax import models
+from ser_jax import train
+
+
+def test_tfds_name():
+  data = ml_collections.ConfigDict({'name': 'ravdess/speech', 'frontend': 'predecessor48k'})
+  assert config_lib.tfds_name(data) == 'ravdess/speech_predecessor48k'
+  data.update(name='ravdess/all', frontend='panns16k')
+  assert config_lib.tfds_name(data) == 'ravdess/all_panns16k'
+  data.update(name='tess', frontend='predecessor48k')
+  assert config_lib.tfds_name(data) == 'tess/predecessor48k'
+
+
+def test_from_dict_reads_old_records():
+  old = config_lib.default().to_dict()
+  del old['data']['frontend']
+  old['data']['name'] = 'ravdess/song_seed48k'
+  old['init']['source'] = 'seed_cnnx'
+  del old['folds']['validation_actors']  # a field added later: gets its default
+  old['model']['kwargs'] = {'dropout': 0.25}  # free-form fields are kept whole
+  c = config_lib.from_dict(old)
+  assert (c.data.name, c.data.frontend) == ('ravdess/song', 'predecessor48k')
+  assert c.init.source == 'predecessor_cnnx' and c.folds.validation_actors == 0
+  assert c.model.kwargs.to_dict() == {'dropout': 0.25}
+  assert config_lib.from_dict(config_lib.default().to_dict()).to_dict() == (
+      config_lib.default().to_dict())
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('model.name', 'nope', r"config.model: Unknown model 'nope'"),
+    ('data.frontend', 'mfcc', r"config.data.frontend: Unknown front end 'mfcc'"),
+    ('data.crop_mode', 'stretch', 'config.data.crop_mode must be one of'),
+    ('parallel', 'pjit', 'config.parallel must be one of'),
+    ('batch_size', 0, 'config.batch_size=0 must be a positive multiple'),
+    ('optimizer.name', 'sgd', 'config.optimizer.name'),
+    ('schedule.name', 'step', 'config.schedule.name'),
+    ('folds.scheme', 'random', 'config.folds.scheme'),
+    ('init.pretrained', '/no/such/weights.pth', 'config.init.pretrained=/no/such/weights.pth '
+     'does not exist'),
+])
+def test_validate_names_the_setting(field, value, message):
+  c = config_lib.default()
+  c.update_from_flattened_dict({field: value})
+  with pytest.raises(errors.UserError, match=message):
+    config_lib.validate(c)
+
+
+def test_validate_checks_batches_against_devices():
+  c = config_lib.default()
+  c.eval_batch_size = 6
+  with pytest.raises(errors.UserError, match=r'eval_batch_size=6 must be a positive multiple '
+                     r'of the 4 devices'):
+    config_lib.validate(c, num_devices=4)
+  assert [i for i, _ in config_lib.validate(c, num_devices=2)] == [0, 1, 2, 3]
+
+
+def test_training_validates_the_data_config_once(tmp_path, monkeypatch):
+  monkeypatch.setitem(models.MODELS, 'tiny', test_train.TinyNet)
+  calls = []
+  real = input_pipeline.check_data_config
+  monkeypatch.setattr(input_pipeline, 'check_data_config',
+                      lambda data: calls.append(1) or real(data))
+  train.train_and_evaluate(test_train.tiny_config(num_epochs=1), tmp_path,
+                           examples=test_train.synthetic_examples())
+  assert len(calls) == 1
+
+
+def test_workdir_of_another_front_end_is_refused(tmp_path):
+  c = test_train.tiny_config()
+  (tmp_path / 'fold_0' / 'checkpoints' / '4').mkdir(parents=True)
+  checkpoints.write_run_files(tmp_path, c)
+  assert json.loads((tmp_path / 'model.json').read_text())['frontend'] == 'predecessor48k'
+  checkpoints.check_workdir(c, tmp_path)  # the same model: resumable
+  other = c.copy_and_resolve_references()
+  other.data.frontend = 'panns32k'
+  with pytest.raises(errors.UserError, match="different model.*'frontend': 'panns32k'"):
+    checkpoints.check_workdir(other, tmp_path)
+  # A model.json from before the front end was recorded is compared on what it has.
+  legacy = checkpoints.model_identity(c)
+  del legacy['frontend']
+  (tmp_path / 'model.json').write_text(json.dumps(legacy))
+  checkpoints.check_workdir(other, tmp_path)
+  other.data.input_shape = (16, 32)
+  with pytest.raises(errors.UserError, match='different model'):
+    checkpoints.check_workdir(other, tmp_path)
