@@ -43,6 +43,7 @@ class TinyNet(nn.Module):
   every parameter has a real gradient and the comparison is well-conditioned.
   """
   num_classes: int = 8
+  dtype: object = None  # the registry passes a compute dtype; float32 here regardless
   bn_axis_name: str | None = None
 
   @nn.compact
