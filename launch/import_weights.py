@@ -28,12 +28,12 @@ import pathlib
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
+from ser_jax import config_lib
 from ser_jax import errors
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Optional experiment config (configs/<model>.py): supplies --model, '
+_CONFIG = config_lib.define_config_flag(
+    'Optional experiment config (configs/<model>.py): supplies --model, '
     '--num_classes, --source, --dont_load, --frontend and --input_shape unless given.',
     lock_config=False)
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The .pth/.pt file (torch.save).')
@@ -60,7 +60,6 @@ flags.mark_flags_as_required(['checkpoint', 'output'])
 
 def _config():
   """--config (or the default config) with every flag given on the command line applied."""
-  from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
   from ser_jax import features  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value or config_lib.default()
   given = lambda flag: flags.FLAGS[flag.name].present or _CONFIG.value is None
@@ -93,7 +92,6 @@ def _config():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
   from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
   with errors.exit_on_user_error('import_weights'):
     config = _config()
@@ -108,4 +106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

@@ -27,12 +27,12 @@ import json
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from ser_jax import config_lib
 from ser_jax import errors
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, "Experiment config file; default: the workdir's config.json.",
+_CONFIG = config_lib.define_config_flag(
+    "Experiment config file; default: the workdir's config.json.",
     lock_config=False)
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Training run whose fold checkpoint predicts.')
 _FOLD = flags.DEFINE_integer('fold', None, 'Fold checkpoint to use; default: the lowest one.')
@@ -66,4 +66,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

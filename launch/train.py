@@ -17,14 +17,14 @@ import pathlib
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from ser_jax import config_lib
 from ser_jax import distributed
 from ser_jax import errors
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py'),
-    'Experiment config file (configs/<name>.py, optionally :tiny).', lock_config=True)
+_CONFIG = config_lib.define_config_flag(
+    'Experiment config file (configs/<name>.py, optionally :tiny).',
+    default=str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py'))
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder: checkpoints, reports, '
                                'TensorBoard events. Rerun with the same one to resume.')
 flags.mark_flags_as_required(['workdir'])
@@ -64,4 +64,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

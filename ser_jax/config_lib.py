@@ -15,12 +15,19 @@ Experiment files in `configs/` start from `default()` and change only what diffe
 
 Entry points call `validate(config)` once, before anything slow: it checks every setting
 that can be checked without the data and returns the folds to run. `tfds_name(config.data)`
-is the one place a dataset name and a front end become a TFDS name.
+is the one place a dataset name and a front end become a TFDS name. `resume_differences`
+is the rule of what a resumed run may change (`RESUMABLE_FIELDS`); launchers define their
+`--config` flag with `define_config_flag` and parse flags with `parse_flags`, so a misspelt
+`--config.<key>` is one line.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import os
+import re
+import sys
 from typing import Any, Mapping
 
 import ml_collections
@@ -132,6 +139,95 @@ def top_level_parts(*names):
   return tuple(rf'^(params/|batch_stats/)?{n}(/.*)?$' for n in names)
 
 
+# ----------------------------------------------------------------------------- command line
+
+
+def check_overrides(config, keys) -> None:
+  """Raises UserError for the first dotted key of `keys` that `config` does not have.
+
+  The message names the key, says it does not exist and lists the closest known keys
+  (difflib), e.g. `optimizer.learnig_rate` -> `optimizer.learning_rate`.
+  """
+  known = sorted(_flatten(config.to_dict()))
+  for key in keys:
+    node, parts = config, key.split('.')
+    for i, part in enumerate(parts):
+      if hasattr(node, 'keys') and part in node:
+        node = node[part]
+        continue
+      where = '.'.join(parts[:i])
+      close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+      if close:
+        hint = '; closest known keys: ' + ', '.join(f'config.{c}' for c in close)
+      else:  # e.g. a new name: the keys of the level it was meant for
+        level = sorted(node.keys()) if hasattr(node, 'keys') else []
+        hint = ('; known keys there: ' + ', '.join(
+            f'config.{where}.{k}' if where else f'config.{k}' for k in level)
+                if level else '')
+      raise errors.UserError(
+          f'--config.{key}: config key {key!r} does not exist'
+          + (f' ({where!r} has no {part!r})' if where else '') + hint
+          + ' (keys cannot be added on the command line; new ones go in a config file)')
+
+
+def define_config_flag(help_string: str, *, default: str | None = None,
+                       lock_config: bool = True):
+  """The launchers' `--config` flag: ml_collections' config-file flag (a FlagHolder).
+
+  With a `default` file and no --config on the command line, ml_collections applies the
+  `--config.<key>` overrides while defining the flag; an unknown key exits with one line
+  here, as `parse_flags` does for the others.
+  """
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  try:
+    return config_flags.DEFINE_config_file('config', default, help_string,
+                                           lock_config=lock_config)
+  except (AttributeError, KeyError):
+    _exit_on_unknown_override(sys.argv, default)
+    raise
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """The launchers' absl flags parser: `app.run(main, flags_parser=config_lib.parse_flags)`.
+
+  absl's own parser, except that an override of a config key that does not exist
+  (`--config.optimizer.learnig_rate=1e-3`) exits with one line naming the key and the
+  closest known keys: ml_collections raises a chained AttributeError/KeyError for it,
+  which absl does not catch (a 55-line traceback). Any other error is left as it is.
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError):
+    _exit_on_unknown_override(argv, flags.FLAGS['config'].default)
+    raise
+
+
+def _exit_on_unknown_override(argv: list[str], default) -> None:
+  """`sys.exit` with `check_overrides`' line if a `--config.<key>` of argv is unknown.
+
+  `default` is the flag's default: a config file path, a loaded config, or None.
+  """
+  source, keys = default, []
+  for i, arg in enumerate(argv):
+    if re.match(r'^--?config(=|$)', arg):  # --config=FILE or --config FILE
+      source = arg.split('=', 1)[1] if '=' in arg else argv[i + 1]
+    override = re.match(r'^--?(?:no)?config\.([^=]+)', arg)
+    if override:
+      keys.append(override.group(1))
+  if not keys or source is None:
+    return
+  if isinstance(source, str):
+    # pylint: disable-next=g-import-not-at-top
+    from ml_collections.config_flags import config_flags
+    source = config_flags.ConfigFileFlagParser('config').parse(source)
+  try:
+    check_overrides(source, keys)
+  except errors.UserError as e:
+    sys.exit(f'{os.path.basename(argv[0])}: error: {e}')
+
+
 # ----------------------------------------------------------------------------- names
 
 
@@ -185,6 +281,84 @@ def _merge(base: dict, values: Mapping[str, Any]) -> dict:
   return merged
 
 
+# ----------------------------------------------------------------------------- resume
+
+# The only fields a resumed run may change: none of them can change the trained model.
+# Every other field of the config is compared with what the checkpoint recorded
+# (`resume_differences`), and `num_epochs` follows its own rule (see there).
+RESUMABLE_FIELDS = {
+    'log_every_steps': 'logging cadence',
+    'eval_every_epochs': 'evaluation cadence (evaluation never changes the state)',
+    'eval_batch_size': 'evaluation batch size (every clip is evaluated once either way)',
+    'checkpoint.every_epochs': 'checkpoint cadence',
+    'checkpoint.keep': 'how many checkpoints are kept',
+    'data.data_dir': 'where the prepared dataset is read from',
+    'data.manual_dir': 'where the audio is read from when the dataset is built',
+    'data.download': 'whether a missing dataset is built',
+    'data.num_workers': 'input-pipeline processes (the order is a function of seed and epoch)',
+    'folds.which': 'which folds this run trains (each fold has its own checkpoints)',
+    'init.expect_pretrained': 'only decides whether a missing init.pretrained warns',
+}
+RESUME_HINT = (
+    'A resumed run may change only ' + ', '.join(RESUMABLE_FIELDS) + ', and num_epochs when '
+    'the learning-rate schedule does not depend on it (schedule.name constant) and it is '
+    'not below the epochs already trained')
+
+_ABSENT = '<absent>'
+
+
+def resume_differences(recorded: Mapping[str, Any], config, *, trained_epochs: int
+                       ) -> list[str]:
+  """Training-relevant fields in which `config` differs from a checkpoint's record.
+
+  Args:
+    recorded: the config dict the checkpoint was trained with (its meta's `config`;
+      fields it lacks take their default, as in `from_dict`).
+    config: the config of the run that wants to resume from it.
+    trained_epochs: epochs the checkpoint has trained.
+
+  Returns:
+    One 'field (recorded -> now)' string per difference, sorted by field; empty when
+    resuming cannot change what the run trains. `RESUMABLE_FIELDS` are ignored;
+    `num_epochs` may change only under a schedule that does not depend on it
+    (`steps.SCHEDULES_USING_NUM_EPOCHS`) and not below `trained_epochs`.
+  """
+  from ser_jax import steps  # pylint: disable=g-import-not-at-top  # JAX-heavy
+  old, new = _flatten(from_dict(recorded).to_dict()), _flatten(config.to_dict())
+  diffs = []
+  for key in sorted(set(old) | set(new)):
+    if key in RESUMABLE_FIELDS or key == 'num_epochs':
+      continue
+    a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+    if a != b:
+      diffs.append(f'{key} ({a!r} -> {b!r})')
+  a, b = int(old['num_epochs']), int(new['num_epochs'])
+  schedule = new.get('schedule.name')
+  if a != b and schedule in steps.SCHEDULES_USING_NUM_EPOCHS:
+    diffs.append(f'num_epochs ({a} -> {b}; the {schedule!r} schedule depends on it)')
+  elif b < trained_epochs:
+    diffs.append(f'num_epochs ({a} -> {b}; the checkpoint has trained {trained_epochs} '
+                 'epochs)')
+  return sorted(diffs)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}; tuples as lists (as a JSON record holds them)."""
+  flat = {}
+  for key, value in d.items():
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[f'{prefix}{key}'] = _as_lists(value)
+  return flat
+
+
+def _as_lists(value):
+  if isinstance(value, (list, tuple)):
+    return [_as_lists(v) for v in value]
+  return value
+
+
 # ----------------------------------------------------------------------------- folds
 
 
@@ -234,8 +408,8 @@ def _scheme_folds(fc) -> list[splits.Fold]:
                          f'{fc.scheme!r}')
 
 
-def fold_test_actors(config, fold: int) -> tuple[int, ...]:
-  """Held-out actors of fold `fold` of the config's scheme (any fold, not only `which`)."""
+def fold_of(config, fold: int) -> splits.Fold:
+  """Fold `fold` of the config's scheme (any fold, not only `which`)."""
   cfg = config.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.folds.which = ()
@@ -243,10 +417,69 @@ def fold_test_actors(config, fold: int) -> tuple[int, ...]:
   if not 0 <= fold < len(folds):
     raise errors.UserError(f'fold {fold} does not exist: the scheme {cfg.folds.scheme!r} '
                            f'has folds 0..{len(folds) - 1}')
-  return tuple(folds[fold][1].test)
+  return folds[fold][1]
+
+
+def fold_test_actors(config, fold: int) -> tuple[int, ...]:
+  """Held-out actors of fold `fold` of the config's scheme (any fold, not only `which`)."""
+  return tuple(fold_of(config, fold).test)
 
 
 # ----------------------------------------------------------------------------- validation
+
+
+# Numbers with bounds: (field, kind, bound). 'int>=': an integer >= bound; '>': a number
+# above bound; '>=': a number at least bound; '[)': a number in [low, high). Cadences of 0
+# are refused rather than read as "every epoch" or "never": neither is what 0 says.
+_NUMBERS = (('model.num_classes', 'int>=', 2),)
+_TRAINING_NUMBERS = (
+    ('num_epochs', 'int>=', 1),
+    ('log_every_steps', 'int>=', 1),
+    ('eval_every_epochs', 'int>=', 1),
+    ('checkpoint.every_epochs', 'int>=', 1),
+    ('checkpoint.keep', 'int>=', 1),
+    ('optimizer.learning_rate', '>', 0.0),
+    ('optimizer.weight_decay', '>=', 0.0),
+    ('optimizer.grad_clip_norm', '>=', 0.0),  # 0 disables clipping
+    ('optimizer.label_smoothing', '[)', (0.0, 1.0)),  # 1 would make every target uniform
+    ('schedule.warmup_epochs', '>=', 0.0),
+    ('data.mixup_alpha', '>=', 0.0),  # 0 disables mixup
+    ('data.specaugment.num_freq_masks', 'int>=', 0),
+    ('data.specaugment.max_freq_width', 'int>=', 0),
+    ('data.specaugment.num_time_masks', 'int>=', 0),
+    ('data.specaugment.max_time_width', 'int>=', 0),
+    ('folds.validation_actors', 'int>=', 0),
+)
+_RULES = {'int>=': 'an integer >= {}', '>': 'a number > {}', '>=': 'a number >= {}',
+          '[)': 'a number in [{0[0]}, {0[1]})'}
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _in_bounds(value, kind: str, bound) -> bool:
+  """Whether `value` obeys the rule; False for NaN and for non-numbers."""
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    return False
+  if kind == 'int>=':
+    return _is_int(value) and value >= bound
+  if kind == '>':
+    return value > bound
+  if kind == '>=':
+    return value >= bound
+  return bound[0] <= value < bound[1]
+
+
+def _check_numbers(config, rules) -> None:
+  """Raises UserError naming the first field of `rules` outside its bounds."""
+  for field, kind, bound in rules:
+    node = config
+    for part in field.split('.'):
+      node = node[part]
+    if not _in_bounds(node, kind, bound):
+      raise errors.UserError(f'config.{field}={node!r} must be '
+                             f'{_RULES[kind].format(bound)}')
 
 
 def validate(config, *, num_devices: int | None = None, training: bool = True
@@ -281,12 +514,14 @@ def validate(config, *, num_devices: int | None = None, training: bool = True
     raise errors.UserError(f'config.parallel must be one of {PARALLEL_MODES}, got '
                            f'{config.parallel!r}')
   for name in ('batch_size', 'eval_batch_size'):
-    size = int(config[name])
-    if size < 1 or (num_devices and size % num_devices):
+    size = config[name]
+    if not _is_int(size) or size < 1 or (num_devices and size % num_devices):
       raise errors.UserError(
-          f'config.{name}={size} must be a positive multiple of the {num_devices or 1} '
+          f'config.{name}={size!r} must be a positive multiple of the {num_devices or 1} '
           'devices (it is the global batch, split over devices and hosts)')
+  _check_numbers(config, _NUMBERS)
   if training:
+    _check_numbers(config, _TRAINING_NUMBERS)
     steps.create_optimizer(config, steps.create_learning_rate_fn(config, 1))
     model_init.check_pretrained_setting(config)
   return get_folds(config)

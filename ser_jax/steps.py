@@ -29,6 +29,11 @@ def create_state(apply_fn, variables, tx) -> TrainState:
                            batch_stats=variables.get('batch_stats') or {})
 
 
+# Schedules whose value at a step depends on config.num_epochs (the decay length), so a
+# resumed run may not change num_epochs under them (config_lib.resume_differences).
+SCHEDULES_USING_NUM_EPOCHS = ('warmup_cosine',)
+
+
 def create_learning_rate_fn(config, steps_per_epoch: int) -> Callable[[Any], Any]:
   """Constant or linear-warmup + cosine-decay learning rate, per step."""
   lr = float(config.optimizer.learning_rate)
@@ -71,7 +76,6 @@ def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
     raise errors.UserError("config.optimizer.name must be 'adam_l2' or 'adamw', got "
                            f'{oc.name!r}')
   return optax.chain(*parts)
-
 
 
 def model_variables(state) -> dict:

@@ -6,6 +6,10 @@ entry point validates once; the front end is part of the model identity a workdi
 records.
 """
 import json
+import os
+import re
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -62,6 +66,33 @@ def test_validate_names_the_setting(field, value, message):
     config_lib.validate(c)
 
 
+@pytest.mark.parametrize('field,value', [
+    ('num_epochs', 0), ('num_epochs', -3), ('eval_batch_size', 0), ('batch_size', -4),
+    ('log_every_steps', 0), ('eval_every_epochs', 0), ('checkpoint.every_epochs', 0),
+    ('checkpoint.keep', 0), ('optimizer.learning_rate', 0.0),
+    ('optimizer.learning_rate', -1e-4), ('optimizer.learning_rate', float('nan')),
+    ('optimizer.weight_decay', -1e-5), ('optimizer.grad_clip_norm', -1.0),
+    ('optimizer.label_smoothing', 1.0), ('schedule.warmup_epochs', -1.0),
+    ('data.mixup_alpha', -0.2), ('data.specaugment.max_time_width', -1),
+    ('folds.validation_actors', -1), ('model.num_classes', 1),
+])
+def test_validate_refuses_impossible_numbers(field, value):
+  """Issue 11, item 4: each is one line naming the field, before anything slow."""
+  c = config_lib.default()
+  c.update_from_flattened_dict({field: value})
+  with pytest.raises(errors.UserError, match=rf'^config\.{re.escape(field)}={re.escape(repr(value))} '
+                     r'must be (an integer|a number|a positive multiple)'):
+    config_lib.validate(c)
+
+
+def test_impossible_numbers_are_refused_before_any_data(tmp_path, monkeypatch):
+  monkeypatch.setitem(models.MODELS, 'tiny', test_train.TinyNet)
+  monkeypatch.setattr(input_pipeline, 'load_all', lambda *_: pytest.fail('data was read'))
+  with pytest.raises(errors.UserError, match='config.num_epochs=0 must be an integer >= 1'):
+    train.train_and_evaluate(test_train.tiny_config(num_epochs=0), tmp_path / 'w')
+  assert not (tmp_path / 'w').exists()  # nothing written either
+
+
 def test_validate_checks_batches_against_devices():
   c = config_lib.default()
   c.eval_batch_size = 6
@@ -100,3 +131,42 @@ def test_workdir_of_another_front_end_is_refused(tmp_path):
   other.data.input_shape = (16, 32)
   with pytest.raises(errors.UserError, match='different model'):
     checkpoints.check_workdir(other, tmp_path)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize('key,message', [
+    ('optimizer.learnig_rate', r"^--config\.optimizer\.learnig_rate: config key "
+     r"'optimizer\.learnig_rate' does not exist \('optimizer' has no 'learnig_rate'\); "
+     r'closest known keys: config\.optimizer\.learning_rate,'),
+    ('nonexistent', r"^--config\.nonexistent: config key 'nonexistent' does not exist; "
+     r'known keys there: config\.batch_size, .*config\.seed \(keys cannot be added'),
+    ('data.input_shap', r'closest known keys: config\.data\.input_shape'),
+    ('seed.x', r"'seed' has no 'x'.*closest known keys: config\.seed"),
+])
+def test_unknown_override_names_the_key_and_the_closest(key, message):
+  with pytest.raises(errors.UserError, match=message):
+    config_lib.check_overrides(config_lib.default(), ['num_epochs', key])
+  config_lib.check_overrides(config_lib.default(), ['optimizer.learning_rate', 'data.name'])
+
+
+@pytest.mark.parametrize('config_args', [
+    [],  # the default config file: ml_collections applies overrides while defining --config
+    [f'--config={test_train.ROOT / "configs" / "cnnx.py"}:tiny'],  # at flag parsing
+])
+def test_launcher_prints_an_unknown_key_as_one_line(config_args, tmp_path):
+  """Issue 11, item 6: one line instead of ml_collections' 55-line chained traceback."""
+  proc = subprocess.run(
+      [sys.executable, str(test_train.ROOT / 'launch' / 'train.py'), *config_args,
+       f'--workdir={tmp_path}', '--config.optimizer.learnig_rate=1e-3'],
+      capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(test_train.ROOT)))
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "train.py: error: --config.optimizer.learnig_rate: config key "
+      "'optimizer.learnig_rate' does not exist ('optimizer' has no 'learnig_rate'); "
+      'closest known keys: config.optimizer.learning_rate, config.optimizer.name, '
+      'config.optimizer.weight_decay (keys cannot be added on the command line; new ones '
+      'go in a config file)')
+  assert 'Traceback' not in proc.stderr and not any(tmp_path.iterdir())
