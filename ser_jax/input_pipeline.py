@@ -24,7 +24,8 @@ Conventions:
   `DataLoader(shuffle=True, drop_last=False)` used by the predecessor: the last, partial
   batch is filled with copies of real clips carrying `weight` 0, so the loss (a weighted
   mean over real clips) and its gradient equal the partial batch's, while the shapes stay
-  fixed (one compile) and BatchNorm statistics still see real spectrograms.
+  fixed (one compile) and BatchNorm statistics still see real spectrograms. Any batch
+  size >= 1 works, also one larger than the selection (the copies then repeat).
 - Evaluation batches hold every selected clip exactly once, in order; the last batch is
   padded and `valid` marks the real rows (`index` gives each row's position, -1 for padding).
 - Batches are host-local: the global batch is cut into `process_count` consecutive slices
@@ -90,6 +91,10 @@ class Examples:
   def __len__(self) -> int:
     return len(self.images)
 
+  def actor_ids(self) -> list[int]:
+    """The actors present, sorted (what reports list, not what a fold configured)."""
+    return sorted({int(a) for a in self.actors})
+
   def take(self, indices: Sequence[int]) -> 'Examples':
     return Examples(
         images=[self.images[i] for i in indices],
@@ -151,10 +156,9 @@ def select_actors(examples: Examples, actors: Iterable[int], *,
   wanted = sorted({int(a) for a in actors})
   keep = np.flatnonzero(np.isin(examples.actors, wanted))
   if keep.size == 0:
-    present = sorted({int(a) for a in examples.actors})
     raise errors.UserError(
         f'Empty data selection: no clips of actors {wanted} in {dataset_name} '
-        f'(it holds actors {present}). Check config.folds and config.data.')
+        f'(it holds actors {examples.actor_ids()}). Check config.folds and config.data.')
   missing = sorted(set(wanted) - {int(a) for a in examples.actors[keep]})
   if missing:
     log.warning('%s holds no clips of actors %s (selected %s)', dataset_name, missing,
@@ -324,7 +328,8 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
     weight = np.ones(batch_size, np.float32)
     if idx.size < batch_size:  # partial last batch: fill with weight-0 copies of real clips
       weight[idx.size:] = 0.0
-      idx = np.concatenate([idx, order[:batch_size - idx.size]])
+      # np.resize repeats the order as often as needed: a batch may exceed the clips.
+      idx = np.concatenate([idx, np.resize(order, batch_size - idx.size)])
     # Mixup partners and the mixing weight are drawn for the global batch.
     if alpha > 0:
       mix_rng = _rng(*seed, epoch, step, 0x6D6978)

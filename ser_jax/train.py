@@ -15,8 +15,14 @@ taken at epoch ends, so rerunning the same command after a kill restores the lat
 checkpoint and ends with the same metrics as an uninterrupted run (on CPU). The
 per-epoch history travels inside the checkpoint so curves and reports cover the whole run.
 
+A rerun whose config differs from the checkpoints' record in a training-relevant field is
+refused before anything is written (`checkpoints.check_workdir`); one run at a time holds
+the workdir (`checkpoints.training_lock`). Non-finite input features or a non-finite loss
+stop training without saving the state they produced.
+
 Files written (process 0 only, except Orbax which coordinates its own multi-host writes):
   workdir/config.json, workdir/model.json     the run's config; the model's identity
+  workdir/train.lock                          held while a run trains
   workdir/fold_{i}/checkpoints/<step>/        Orbax checkpoints (state + JSON meta)
   workdir/fold_{i}/report.{json,md}, *.png     per-fold metrics, confusion, curves
   workdir/results.{json,md}, confusion_matrix.png   the cross-validation summary
@@ -55,6 +61,10 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(errors.UserError):
   """The training loss became NaN or infinite."""
+
+
+class NonFiniteInputError(errors.UserError):
+  """A training batch holds NaN or infinite features (damaged data, not divergence)."""
 
 
 @dataclasses.dataclass
@@ -150,20 +160,38 @@ def _init_or_restore(config, run: FoldRun, host_state) -> tuple[Any, int, list]:
   """The placed state to train from, the epoch to start at and the history so far.
 
   `host_state` is the freshly initialised (or imported) state; the fold's latest
-  checkpoint, when there is one, replaces it.
+  checkpoint, when there is one, replaces it (`checkpoints.check_workdir` has already
+  refused one trained with other settings).
   """
   latest = run.checkpoints.latest_step()
   if latest is None:
     return run.runner.place_state(host_state), 0, []
   host_state, meta = run.checkpoints.restore(latest, run.runner.abstract_state(host_state))
-  start_epoch, num_epochs = int(meta['epoch']), int(config.num_epochs)
+  start_epoch = int(meta['epoch'])
   run.last_good = f'Last good checkpoint: {run.checkpoints.directory} step {latest}.'
   log.info('Fold %d: resuming from checkpoint step %d (epoch %d of %d)', run.index, latest,
-           start_epoch, num_epochs)
-  if start_epoch > num_epochs:
-    log.warning('Fold %d: the checkpoint is from epoch %d, past config.num_epochs=%d; '
-                'evaluating it as it is', run.index, start_epoch, num_epochs)
+           start_epoch, int(config.num_epochs))
   return run.runner.place_state(host_state), start_epoch, list(meta['history'])
+
+
+def _check_finite_inputs(batch, run: FoldRun, epoch: int, step: int) -> None:
+  """Raises NonFiniteInputError if the batch's features hold NaN or Inf, before its step.
+
+  Such features need not make the loss non-finite (a model can map them to finite
+  logits), so they are checked themselves. The clips named are the fold's training clips
+  whose stored features are non-finite, when there are any.
+  """
+  if np.isfinite(batch['image']).all():
+    return
+  bad = [name or f'#{i}' for i, (name, image) in enumerate(
+      zip(run.train.file_names, run.train.images)) if not np.isfinite(image).all()]
+  clips = (f'clips with NaN/Inf features: {", ".join(bad[:10])}'
+           + (f' and {len(bad) - 10} more' if len(bad) > 10 else '')
+           if bad else 'no stored clip is non-finite, so the input pipeline made them')
+  raise NonFiniteInputError(
+      f'Non-finite input features (NaN or Inf) in fold {run.index}, epoch {epoch + 1}, '
+      f'step {step} ({clips}). Training stopped before this step; the state was not '
+      f'saved. {run.last_good} Rebuild the dataset from intact audio.')
 
 
 def _check_finite(pending, run: FoldRun, epoch: int):
@@ -192,8 +220,9 @@ def _train_epoch(config, run: FoldRun, state, epoch: int, tb: _TensorBoard,
   # closing(): an error mid-epoch (e.g. a non-finite loss) also stops the prefetch thread.
   with contextlib.closing(input_pipeline.prefetch(batches)) as prefetched:
     for batch in prefetched:
-      state, step_metrics = run.runner.train(state, run.runner.place_batch(batch))
       step += 1
+      _check_finite_inputs(batch, run, epoch, step)
+      state, step_metrics = run.runner.train(state, run.runner.place_batch(batch))
       pending.append((step, step_metrics))
       if len(pending) < log_every and step != last_step:
         continue
@@ -209,11 +238,12 @@ def _train_epoch(config, run: FoldRun, state, epoch: int, tb: _TensorBoard,
 def _save(config, run: FoldRun, state, epoch: int, history: list) -> None:
   """Checkpoints the end of `epoch` (0-based) with the history so far."""
   step = (epoch + 1) * run.steps_per_epoch
+  # The actors it trained on, as present in the data: evaluation refuses to report on
+  # them as held out.
   meta = dict(checkpoints.run_record(config), epoch=epoch + 1, history=history,
-              fold=run.index)
-  run.checkpoints.save(step, run.runner.host_state(state), meta)
+              fold=run.index, train_actors=run.train.actor_ids())
+  run.checkpoints.save(step, run.runner.host_state(state), meta)  # logs once committed
   run.last_good = f'Last good checkpoint: {run.checkpoints.directory} step {step}.'
-  log.info('Fold %d: checkpoint saved at step %d (epoch %d)', run.index, step, epoch + 1)
 
 
 def _is_every(epoch: int, every, last: bool) -> bool:
@@ -264,8 +294,8 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
   train_ex, test_ex = _fold_data(config, all_examples, fold, dataset_name)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_ex), int(config.batch_size))
   log.info('Fold %d: train actors %s (%d clips, %d steps/epoch), test actors %s (%d clips)',
-           fold_index, list(fold.train), len(train_ex), steps_per_epoch, list(fold.test),
-           len(test_ex))
+           fold_index, train_ex.actor_ids(), len(train_ex), steps_per_epoch,
+           test_ex.actor_ids(), len(test_ex))
   model = model_init.build_model(config)
   init_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold_index))
@@ -283,8 +313,9 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
     result = inference.evaluate_examples(run.runner, state, test_ex, config)
   fold_metrics = metrics_lib.classification_metrics(
       result['labels'], result['predictions'], int(config.model.num_classes))
-  fold_metrics.update({'fold': fold_index, 'test_actors': list(fold.test),
-                       'train_actors': list(fold.train), 'eval_loss': result['loss'],
+  # The actors actually in the data (a fold names every actor of its scheme).
+  fold_metrics.update({'fold': fold_index, 'test_actors': test_ex.actor_ids(),
+                       'train_actors': train_ex.actor_ids(), 'eval_loss': result['loss'],
                        'num_train_examples': len(train_ex)})
   if jax.process_index() == 0:
     reports.write_fold_report(checkpoints.fold_dir(workdir, fold_index), fold_metrics,
@@ -314,17 +345,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """
   workdir = pathlib.Path(workdir)
   folds = config_lib.validate(config, num_devices=jax.device_count())
-  checkpoints.check_workdir(config, workdir)
-  if jax.process_index() == 0:
-    checkpoints.write_run_files(workdir, config)
+  with checkpoints.training_lock(workdir):
+    # Before anything is written: a run with other settings must not rewrite config.json.
+    checkpoints.check_workdir(config, workdir)
+    if jax.process_index() == 0:
+      checkpoints.write_run_files(workdir, config)
+    return _cross_validate(config, workdir, folds, examples)
 
+
+def _cross_validate(config, workdir: pathlib.Path, folds, examples) -> dict[str, Any]:
+  """`train_and_evaluate` after the checks: data, every fold, the summary."""
   dataset_name = config_lib.tfds_name(config.data)
   if examples is None:
     examples = input_pipeline.load_all(config.data)
   else:
     dataset_name = f'{dataset_name} (preloaded)'
   log.info('%d clips of actors %s; %d devices (%s), %d processes, parallel=%s',
-           len(examples), sorted({int(a) for a in examples.actors}), jax.device_count(),
+           len(examples), examples.actor_ids(), jax.device_count(),
            jax.devices()[0].platform, jax.process_count(), config.parallel)
   # Resize once for all folds (each fold then only selects).
   examples = input_pipeline.prepare_images(examples, config.data)

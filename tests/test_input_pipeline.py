@@ -107,6 +107,19 @@ def test_train_epoch_covers_every_clip_once_and_is_seeded():
     np.testing.assert_array_equal(a['image'], b['image'])
 
 
+@pytest.mark.parametrize('n,batch', [(3, 8), (3, 7), (1, 5), (5, 5)])
+def test_any_batch_size_covers_every_clip_once(n, batch):
+  """A batch larger than the selection (even > 2x: issue 11, item 5) is one step in which
+  every clip has weight 1 once; the filler copies repeat the order and weigh 0."""
+  ex = ip.prepare_images(make_examples(n=n), data_config())
+  [b] = _epoch_rows(ex, data_config(), batch, epoch=0)
+  assert b['image'].shape[0] == batch and b['weight'].tolist() == [1.0] * n + [0.0] * (
+      batch - n)
+  ids = b['image'][:, 0, -1, 0].round().astype(int)
+  assert sorted(ids[:n].tolist()) == list(range(n))
+  np.testing.assert_array_equal(ids[n:], np.resize(ids[:n], batch - n))
+
+
 def test_host_slices_concatenate_to_the_global_batch():
   ex = make_examples(n=10)
   cfg = data_config(**{'crop_mode': 'crop_pad', 'input_shape': (8, 14),

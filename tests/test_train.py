@@ -280,25 +280,71 @@ def test_smoke_overfit_and_reports(whole_run):
   assert results['summary']['mean']['accuracy'] == pytest.approx(fold['accuracy'])
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_models,
-                                                             monkeypatch):
+def _poison(monkeypatch, key, from_epoch):
+  """Makes `key` of every training batch NaN from `from_epoch` (0-based) on."""
   real = input_pipeline.train_batches
 
   def poisoned(*args, epoch, **kwargs):
     for batch in real(*args, epoch=epoch, **kwargs):
-      if epoch == 1:
-        batch['image'][0] = np.nan
+      if epoch >= from_epoch:
+        batch[key][0] = np.nan
       yield batch
 
   monkeypatch.setattr(input_pipeline, 'train_batches', poisoned)
+
+
+def _saved_steps(workdir):
+  return sorted(int(p.name) for p in (workdir / 'fold_0' / 'checkpoints').iterdir()
+                if p.name.isdigit())
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_models,
+                                                             monkeypatch):
+  _poison(monkeypatch, 'targets', from_epoch=1)  # finite inputs, NaN loss
   config = tiny_config(**{'num_epochs': 3, 'checkpoint.every_epochs': 1,
                           'log_every_steps': 10})
   with pytest.raises(train.NonFiniteLossError,
                      match=r'fold 0, epoch 2, step 5\b.*not saved.*step 4'):
     train.train_and_evaluate(config, tmp_path, examples=synthetic_examples())
-  steps = [p.name for p in (tmp_path / 'fold_0' / 'checkpoints').iterdir()
-           if p.name.isdigit()]
-  assert steps == ['4']
+  assert _saved_steps(tmp_path) == [4]
+
+
+def test_non_finite_inputs_stop_before_their_step(tmp_path, tiny_models, monkeypatch):
+  """NaN features stop training at their step (issue 11, item 2), like a NaN loss."""
+  _poison(monkeypatch, 'image', from_epoch=1)
+  config = tiny_config(**{'num_epochs': 3, 'checkpoint.every_epochs': 1,
+                          'log_every_steps': 10})
+  with pytest.raises(train.NonFiniteInputError,
+                     match=r'Non-finite input features.*fold 0, epoch 2, step 5 \(no stored '
+                     r'clip is non-finite.*not saved.*step 4'):
+    train.train_and_evaluate(config, tmp_path, examples=synthetic_examples())
+  assert _saved_steps(tmp_path) == [4]
+
+
+def test_non_finite_inputs_name_the_clips(tmp_path, tiny_models):
+  """A stored clip with Inf features stops the first epoch, naming the clip."""
+  examples = synthetic_examples()
+  examples.images[7][3, 5] = np.inf  # 02-2.wav, a training clip (actor 2)
+  with pytest.raises(train.NonFiniteInputError,
+                     match=r'fold 0, epoch 1, step [1-4] \(clips with NaN/Inf features: '
+                     r'02-2\.wav\).*No checkpoint was saved'):
+    train.train_and_evaluate(tiny_config(), tmp_path, examples=examples)
+  assert not (tmp_path / 'fold_0' / 'checkpoints' / '4').exists()
+
+
+def test_batch_larger_than_the_fold_and_actors_in_the_data(tmp_path, tiny_models):
+  """A batch of 64 for 15 training clips trains (one step: every clip once, weight 1);
+  reports list the actors present (1-4), not every actor the fold names (issue 11,
+  items 5 and 16)."""
+  config = tiny_config(**{'batch_size': 64, 'eval_batch_size': 64, 'num_epochs': 1})
+  summary = train.train_and_evaluate(config, tmp_path, examples=synthetic_examples())
+  [fold] = summary['folds']
+  assert fold['num_train_examples'] == 15 and fold['num_examples'] == 5
+  assert fold['train_actors'] == [1, 2, 3] and fold['test_actors'] == [4]
+  report = json.loads((tmp_path / 'fold_0' / 'report.json').read_text())
+  assert report['history'][0]['step'] == 1  # ceil(15 / 64)
+  assert (report['train_actors'], report['test_actors']) == ([1, 2, 3], [4])
+  assert '| 0 | 4 | 5 |' in (tmp_path / 'results.md').read_text()
 
 
 # ----------------------------------------------------------------------------- resume
@@ -322,8 +368,7 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, whole_run):
   killed = tmp_path / 'killed'
   proc = run_subprocess(['train', str(killed), *RUN_ARGS, '--slow_from_epoch=2'])
   try:
-    # Saving step 12 waits for step 8's async save, so step 8 is surely on disk; step 12
-    # may or may not be complete when the kill lands inside epoch 4.
+    # 'saved' is logged once Orbax has committed the step, so step 12 is on disk.
     _wait_for(proc, 'checkpoint saved at step 12 (epoch 3)', timeout=240)
     _wait_for(proc, 'SLOW BATCH', timeout=60)
     proc.send_signal(signal.SIGKILL)
@@ -340,6 +385,18 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, whole_run):
   assert re.search(r'resuming from checkpoint step (8|12) \(epoch [23] of 5\)', out), out
   # It ends exactly where the uninterrupted run did.
   assert_outcomes_close(fold_outcome(whole_run[0]), fold_outcome(killed), tol=0.0)
+
+
+@pytest.mark.slow
+def test_growing_num_epochs_continues_like_a_longer_plan(tmp_path, whole_run):
+  """3 epochs, then the same workdir with num_epochs=5 (constant learning rate): the same
+  metrics and history as the run planned for 5 epochs from the start (issue 11, item 1)."""
+  with registered():
+    train.train_and_evaluate(_cli_config(['--num_epochs=3', '--every=1']), tmp_path,
+                             examples=synthetic_examples())
+    train.train_and_evaluate(_cli_config(RUN_ARGS), tmp_path, examples=synthetic_examples())
+  assert_outcomes_close(fold_outcome(whole_run[0]), fold_outcome(tmp_path), tol=0.0)
+  assert json.loads((tmp_path / 'config.json').read_text())['num_epochs'] == 5
 
 
 # ----------------------------------------------------------------------------- TFDS data
