@@ -5,6 +5,8 @@ A training run's checkpoints (its config is read from the workdir):
   python launch/evaluate.py --workdir=workdirs/cnnx               # every fold, latest step
   python launch/evaluate.py --workdir=workdirs/cnnx --fold=2 --step=1200
   python launch/evaluate.py --workdir=workdirs/cnnx --fold=0 --actors=4,9
+  # Actors fold 0 trained on: refused unless asked for, and then marked in every report
+  python launch/evaluate.py --workdir=workdirs/cnnx --fold=0 --actors=1 --allow_training_speakers
 
 Imported weights (a directory from launch/import_weights.py, or a .pth with its converter in
 `--config.init.source`); the model and features come from `--config`:
@@ -24,12 +26,12 @@ import json
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from ser_jax import config_lib
 from ser_jax import errors
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/<model>.py[:tiny]); default: the '
+_CONFIG = config_lib.define_config_flag(
+    'Experiment config file (configs/<model>.py[:tiny]); default: the '
     "workdir's config.json. Fields can be overridden, e.g. --config.eval_batch_size=16.",
     lock_config=False)
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Training run to evaluate (its '
@@ -41,6 +43,10 @@ _WEIGHTS = flags.DEFINE_string('weights', '', 'Imported weights: a launch/import
                                'directory, or a .pth converted with --config.init.source.')
 _ACTORS = flags.DEFINE_list('actors', None, "Evaluate on these actors (e.g. 4,9) or 'all' "
                             "instead of the fold's held-out actors.")
+_ALLOW_TRAINING_SPEAKERS = flags.DEFINE_boolean(
+    'allow_training_speakers', False, 'Evaluate a checkpoint on actors it was trained on '
+    '(refused otherwise: those metrics are not speaker-independent); every report of the '
+    'run is then marked "includes training speakers".')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Where to write the reports (see above).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data_dir (overrides config.data.data_dir).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Evaluation batch size '
@@ -66,7 +72,8 @@ def main(argv):
         config, workdir=_WORKDIR.value or None,
         folds=None if _FOLD.value is None else [_FOLD.value], step=_STEP.value,
         weights=_WEIGHTS.value or None, actors=_ACTORS.value,
-        output_dir=_OUTPUT_DIR.value or None)
+        output_dir=_OUTPUT_DIR.value or None,
+        allow_training_speakers=_ALLOW_TRAINING_SPEAKERS.value)
   if _FORMAT.value == 'json':
     print(json.dumps(results, indent=2, default=str))
   else:
@@ -74,4 +81,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_lib.parse_flags)

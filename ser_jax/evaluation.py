@@ -8,6 +8,12 @@ cross-validation summary when several folds were evaluated:
 
   default output: <workdir>/evaluate/fold_<i>_step_<n>[_actors_...]   (a workdir)
                   ./evaluate_<weights name>/...                      (weights)
+
+Speaker independence: a training checkpoint records the actors it trained on; evaluating
+it on any of them is refused unless `allow_training_speakers` (launch/evaluate.py
+--allow_training_speakers), and then every report of the run says so (its title, hence
+the markdown heading and the plot titles, a line in the markdown, and
+`includes_training_speakers` in the JSON). Imported weights carry no such record.
 """
 
 from __future__ import annotations
@@ -86,9 +92,37 @@ def _test_actors(config, examples, fold, actors) -> tuple[int, ...]:
   return config_lib.fold_test_actors(config, fold)
 
 
+def _training_actors(meta: dict, config, fold: int | None) -> list[int]:
+  """The actors a training checkpoint trained on, from its record.
+
+  Its meta's `train_actors` (those present in the data); checkpoints from before that
+  was recorded: the training actors of its fold under the config it recorded (or, older
+  still, the run's config). [] for imported weights (no record).
+  """
+  if not meta or fold is None:  # imported weights
+    return []
+  if 'train_actors' in meta:
+    return sorted(int(a) for a in meta['train_actors'])
+  recorded = config_lib.from_dict(meta['config']) if meta.get('config') else config
+  return sorted(config_lib.fold_of(recorded, int(meta.get('fold', fold))).train)
+
+
+def _check_speakers(trained: list[int], selection, source: str, allow: bool) -> list[int]:
+  """The evaluated actors the model trained on; refused unless `allow`."""
+  seen = sorted(set(trained) & set(selection.actor_ids()))
+  if seen and not allow:
+    raise errors.UserError(
+        f'actors {seen} are in the training set of {source} (it trained on actors '
+        f'{trained}), so its metrics on them are not speaker-independent. Evaluate on '
+        'held-out actors, or pass --allow_training_speakers to evaluate anyway (every '
+        'report of the run is then marked "includes training speakers").')
+  return seen
+
+
 def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = None,
                    step: int | None = None, weights=None, actors=None, output_dir=None,
-                   examples=None, write: bool = True) -> list[dict[str, Any]]:
+                   examples=None, write: bool = True,
+                   allow_training_speakers: bool = False) -> list[dict[str, Any]]:
   """Evaluates and writes reports; returns one metrics dict per evaluated fold.
 
   Args:
@@ -103,9 +137,12 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
     output_dir: where reports go (see the module docstring for the default).
     examples: preloaded clips (`input_pipeline.Examples`); None: the TFDS dataset.
     write: write report files (process 0 only).
+    allow_training_speakers: evaluate a checkpoint on actors it trained on (refused
+      otherwise); the results and reports are then marked.
 
   Raises:
-    UserError: bad selection, missing checkpoint, weights of another model or front end.
+    UserError: bad selection, missing checkpoint, weights of another model or front end,
+      actors the checkpoint trained on (unless allowed).
   """
   actors = parse_actors(actors) if isinstance(actors, (str, list)) else actors
   if workdir is not None and weights is None:
@@ -132,11 +169,16 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
                  else predictor.with_variables(this.variables))
     test = _test_actors(config, examples, fold, actors)
     selection = input_pipeline.select_actors(examples, test, dataset_name=dataset_name)
+    seen = _check_speakers(_training_actors(this.meta, config, fold), selection,
+                           this.source, allow_training_speakers)
     out = predictor.evaluate(selection)
     m = metrics_lib.classification_metrics(out['labels'], out['predictions'],
                                            int(config.model.num_classes))
-    m.update({'fold': fold, 'test_actors': list(test), 'eval_loss': out['loss'],
-              'checkpoint': this.source, 'title': _title(config, fold, this.step)})
+    title = _title(config, fold, this.step) + (f' ({reports.TRAINING_SPEAKERS})'
+                                               if seen else '')
+    m.update({'fold': fold, 'test_actors': selection.actor_ids(), 'eval_loss': out['loss'],
+              'checkpoint': this.source, 'title': title,
+              'includes_training_speakers': seen})
     results.append(m)
     if write and jax.process_index() == 0:
       fold_out = _fold_output_dir(output_dir, workdir, weights, fold, this.step, actors)

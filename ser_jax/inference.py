@@ -261,18 +261,16 @@ def load_clip(path: str | os.PathLike, frontend: features.FrontEnd
   return mel, duration
 
 
-def _load_clips(files, frontend, skip_errors: bool):
+def _load_clips(files, frontend):
   """[(file, log-mel, seconds)] of the decodable files, and the failures."""
   clips, problems = [], []
   for path in files:
     try:
       clips.append((path, *load_clip(path, frontend)))
     except features.AudioDecodeError as e:
-      problems.append(str(e))
+      problems.append(str(e))  # names the file
     except OSError as e:
       problems.append(f'{path}: cannot read ({e})')
-  if problems and not skip_errors:
-    raise errors.UserError('cannot decode these files as audio:\n  ' + '\n  '.join(problems))
   return clips, problems
 
 
@@ -295,10 +293,11 @@ def run_prediction(inputs: Sequence[str], *, config=None, workdir=None, fold=Non
   config_lib.validate(config, num_devices=jax.device_count(), training=False)
   frontend = features.get_frontend(config.data.frontend)
   files, problems = collect_files(inputs, pattern)
-  if problems and not skip_errors:
-    raise errors.UserError('cannot use these inputs:\n  ' + '\n  '.join(problems))
-  clips, bad = _load_clips(files, frontend, skip_errors)
+  clips, bad = _load_clips(files, frontend)  # every file, so one error names them all
   problems += bad
+  if problems and not skip_errors:
+    raise errors.UserError(f'cannot use {len(problems)} of the inputs (--skip_errors '
+                           'predicts the others):\n  ' + '\n  '.join(problems))
   for p in problems:
     log.warning('skipped %s', p)
   if not clips:

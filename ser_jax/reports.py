@@ -47,6 +47,9 @@ DISPLAY_NAMES = {
 }
 
 TABLE_HEADER = '| | Accuracy | Precision | Recall | F1-Score |'
+# The mark of metrics measured on actors the model trained on (ser_jax.evaluation): in
+# titles (markdown headings, plot titles) and as a line of the markdown.
+TRAINING_SPEAKERS = 'includes training speakers'
 _COLUMN_NAMES = {'accuracy': 'Accuracy', 'precision': 'Precision', 'recall': 'Recall',
                  'f1': 'F1-Score'}
 
@@ -333,7 +336,7 @@ def write_fold_report(fold_dir: str | os.PathLike, metrics: Mapping[str, Any],
   paths = {'json': atomic_write_json(fold_dir / 'report.json', report)}
 
   title = str(metrics.get('title', fold_dir.name))
-  md = [f'# Report: {title}', '']
+  md = [f'# Report: {title}', ''] + _training_speakers_lines(_training_speakers([metrics]))
   if metrics.get('test_actors') is not None:
     md += [f"Test actors: {', '.join(str(a) for a in metrics['test_actors'])}", '']
   examples = metrics.get('num_examples', sum(p['support'] for p in metrics['per_class']))
@@ -382,6 +385,7 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
                        axis=0).tolist()
   names = class_names_for(len(confusion), class_names)
 
+  seen = _training_speakers(fold_results)
   results = {
       'model': model_name,
       'display_name': row_name,
@@ -390,12 +394,16 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
       'folds': [dict(f) for f in fold_results],
       'config': config,
   }
+  if seen:
+    results['includes_training_speakers'] = seen
   paths = {'json': atomic_write_json(workdir / 'results.json', results)}
 
   mean, std = summary['mean'], summary['std']
   n = summary.get('num_folds', len(fold_results))
-  md = [f'# Results: {row_name}', '',
-        f'Mean over {n} fold{"s" if n != 1 else ""} of speaker-independent cross-validation '
+  mark = f' ({TRAINING_SPEAKERS})' if seen else ''
+  md = [f'# Results: {row_name}{mark}', ''] + _training_speakers_lines(seen) + [
+        f'Mean over {n} fold{"s" if n != 1 else ""} of '
+        f'{"" if seen else "speaker-independent "}cross-validation '
         '(accuracy and macro-averaged precision, recall, F1 on the held-out actors).', '',
         results_table([(row_name, mean)]), '',
         _protocol_line(config), '',
@@ -416,5 +424,18 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
          confusion_markdown(confusion, names), '']
   paths['markdown'] = atomic_write_text(workdir / 'results.md', '\n'.join(md))
   paths['confusion_png'] = plot_confusion(confusion, names, workdir / 'confusion_matrix.png',
-                                          title=f'{row_name}: all folds')
+                                          title=f'{row_name}: all folds{mark}')
   return paths
+
+
+def _training_speakers(results: Sequence[Mapping[str, Any]]) -> list[int]:
+  """Actors the model trained on among those evaluated (`includes_training_speakers`)."""
+  return sorted({int(a) for m in results for a in m.get('includes_training_speakers') or ()})
+
+
+def _training_speakers_lines(seen: Sequence[int]) -> list[str]:
+  """The markdown warning when metrics include actors the model trained on, else []."""
+  if not seen:
+    return []
+  return [f"**{TRAINING_SPEAKERS.capitalize()}:** actors {', '.join(map(str, seen))} were in "
+          "the model's training set, so these metrics are not speaker-independent.", '']

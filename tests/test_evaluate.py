@@ -30,6 +30,7 @@ from ser_jax import input_pipeline
 from ser_jax import model_init
 from ser_jax import models
 from ser_jax import pretrained
+from ser_jax import reports
 from ser_jax import train
 import test_train
 
@@ -145,15 +146,52 @@ def test_reevaluation_matches_training_report(run, tmp_path):
 
 def test_actor_sets_cover_every_clip_once(run, tmp_path):
   workdir, _, examples = run
+  # Actor 9 is not in the data: the report lists the actors actually evaluated.
   [m] = evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0],
-                                actors=(1, 3), output_dir=tmp_path)
+                                actors=(1, 3, 9), output_dir=tmp_path,
+                                allow_training_speakers=True)
   assert m['num_examples'] == 12 and m['test_actors'] == [1, 3]
   assert sum(m['per_class'][c]['support'] for c in range(NUM_CLASSES)) == 12
   [m_all] = evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0],
-                                    actors='all', write=False)
+                                    actors='all', write=False, allow_training_speakers=True)
   assert m_all['num_examples'] == len(examples) == 18
   assert sorted(os.listdir(tmp_path)) == ['fold_0_step_' + m['checkpoint'].rsplit('/', 1)[1]
-                                          + '_actors_1-3']
+                                          + '_actors_1-3-9']
+  report = json.loads((tmp_path / os.listdir(tmp_path)[0] / 'report.json').read_text())
+  assert report['test_actors'] == [1, 3]
+
+
+def test_training_speakers_are_refused_unless_allowed(run, tmp_path, monkeypatch):
+  """Issue 11, item 3: fold 0 trained on actors 1 and 2 (its checkpoint records them)."""
+  workdir, _, examples = run
+  for actors in ((1,), (2, 3), 'all'):
+    with pytest.raises(errors.UserError, match=r'actors \[(1|2|1, 2)\] are in the training '
+                       r'set of .*fold_0/checkpoints/\d+ \(it trained on actors \[1, 2\]\).*'
+                       r'--allow_training_speakers'):
+      evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0], actors=actors,
+                              output_dir=tmp_path / 'refused')
+  assert not (tmp_path / 'refused').exists()
+  titles = []
+  for name in ('plot_confusion', 'plot_curves'):
+    real = getattr(reports, name)
+    monkeypatch.setattr(reports, name, lambda *a, real=real, **kw: titles.append(
+        kw['title']) or real(*a, **kw))
+  [m] = evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0], actors=(1, 3),
+                                output_dir=tmp_path, allow_training_speakers=True)
+  assert m['includes_training_speakers'] == [1]
+  out = pathlib.Path(m['report_dir'])
+  assert json.loads((out / 'report.json').read_text())['includes_training_speakers'] == [1]
+  md = (out / 'report.md').read_text()
+  assert md.startswith('# Report: tiny_eval_net fold 0 step ') and md.splitlines()[0].endswith(
+      ' (includes training speakers)')
+  assert "**Includes training speakers:** actors 1 were in the model's training set" in md
+  assert len(titles) == 2 and all(t.endswith('(includes training speakers)') for t in titles)
+  assert '(includes training speakers)' in evaluate.format_results(
+      [m], checkpoints.read_config(workdir))
+  # Held-out actors only: nothing is marked.
+  [held_out] = evaluate.run_evaluation(workdir=workdir, examples=examples, write=False)
+  assert held_out['includes_training_speakers'] == []
+  assert 'training speakers' not in held_out['title']
 
 
 def test_evaluate_errors(run, tmp_path):
@@ -225,9 +263,16 @@ def test_several_folds_write_a_summary(run, tmp_path):
   config = json.loads((copy / 'config.json').read_text())
   config['folds'].update(scheme='loao', test_actors=[])
   (copy / 'config.json').write_text(json.dumps(config))
-  results = evaluate.run_evaluation(workdir=copy, examples=examples)
+  # Both copies record training on actors 1 and 2, so each fold's held-out actor is one
+  # they trained on: allowed here, and the summary says so.
+  results = evaluate.run_evaluation(workdir=copy, examples=examples,
+                                    allow_training_speakers=True)
   assert [(m['fold'], m['test_actors'], m['num_examples']) for m in results] == [
       (0, [1], 6), (1, [2], 6)]
+  assert json.loads((copy / 'evaluate' / 'results.json').read_text())[
+      'includes_training_speakers'] == [1, 2]
+  assert '**Includes training speakers:** actors 1, 2' in (
+      copy / 'evaluate' / 'results.md').read_text()
   summary = json.loads((copy / 'evaluate' / 'results.json').read_text())['summary']
   assert summary['num_folds'] == 2
   assert summary['mean']['accuracy'] == pytest.approx(

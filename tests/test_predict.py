@@ -115,6 +115,18 @@ def test_prediction_errors(run, tmp_path):
                            workdir=workdir)
   with pytest.raises(errors.UserError, match=r'cannot decode.*broken\.wav'):
     predict.run_prediction([str(tmp_path / 'wavs')], workdir=workdir)
+  # Missing and undecodable inputs of one call: one error names all of them (issue 11,
+  # item 15), and --skip_errors lists all of them.
+  inputs = [str(tmp_path / 'missing.wav'), str(tmp_path / 'wavs'), str(tmp_path / 'gone/*.wav')]
+  with pytest.raises(errors.UserError) as e:
+    predict.run_prediction(inputs, workdir=workdir)
+  lines = [line.strip() for line in str(e.value).splitlines()]
+  assert lines == ['cannot use 3 of the inputs (--skip_errors predicts the others):',
+                   f'{tmp_path}/missing.wav: no such file or folder',
+                   f'{tmp_path}/gone/*.wav: no file matches this pattern', lines[3]]
+  assert lines[3].startswith(f'{bad}: cannot decode')
+  skipped = predict.run_prediction(inputs, workdir=workdir, skip_errors=True)
+  assert skipped['errors'] == lines[1:] and len(skipped['predictions']) == 3
   doc = predict.run_prediction([str(tmp_path / 'wavs'), str(tmp_path / 'missing.wav')],
                                workdir=workdir, skip_errors=True)
   assert len(doc['predictions']) == 3 and len(doc['errors']) == 2
