@@ -91,6 +91,8 @@ def train_step(state: TrainState, batch, *, model, base_rng, label_smoothing: fl
   """One optimiser step on a (device-local or global) batch; returns (state, metrics).
 
   The loss is the weighted mean over real rows (`batch['weight']` 1) of the global batch.
+  `nonfinite_inputs` counts the global batch's rows whose features hold NaN or Inf:
+  such inputs need not make the loss non-finite, so training checks them apart.
   """
   rng = jax.random.fold_in(base_rng, state.step)
   if axis_name is not None:
@@ -118,14 +120,18 @@ def train_step(state: TrainState, batch, *, model, base_rng, label_smoothing: fl
   (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   correct = jnp.sum((jnp.argmax(logits, -1) == batch['label']) * weight)
+  image = batch['image']
+  nonfinite = jnp.sum(~jnp.all(jnp.isfinite(image), axis=tuple(range(1, image.ndim))))
   batch_stats = new_vars.get('batch_stats', state.batch_stats)
   if axis_name is not None:
     grads = lax.psum(grads, axis_name)
     loss = lax.psum(loss, axis_name)
     correct = lax.psum(correct, axis_name)
+    nonfinite = lax.psum(nonfinite, axis_name)
     batch_stats = lax.pmean(batch_stats, axis_name)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return new_state, {'loss': loss, 'correct': correct, 'count': count}
+  return new_state, {'loss': loss, 'correct': correct, 'count': count,
+                     'nonfinite_inputs': nonfinite}
 
 
 def eval_step(state: TrainState, batch, *, model, use_mask: bool):

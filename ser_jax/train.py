@@ -167,6 +167,7 @@ def _init_or_restore(config, run: FoldRun, host_state) -> tuple[Any, int, list]:
   if latest is None:
     return run.runner.place_state(host_state), 0, []
   host_state, meta = run.checkpoints.restore(latest, run.runner.abstract_state(host_state))
+  _check_same_data(run, latest, meta)
   start_epoch = int(meta['epoch'])
   run.last_good = f'Last good checkpoint: {run.checkpoints.directory} step {latest}.'
   log.info('Fold %d: resuming from checkpoint step %d (epoch %d of %d)', run.index, latest,
@@ -174,36 +175,58 @@ def _init_or_restore(config, run: FoldRun, host_state) -> tuple[Any, int, list]:
   return run.runner.place_state(host_state), start_epoch, list(meta['history'])
 
 
-def _check_finite_inputs(batch, run: FoldRun, epoch: int, step: int) -> None:
-  """Raises NonFiniteInputError if the batch's features hold NaN or Inf, before its step.
+def _check_same_data(run: FoldRun, step: int, meta: dict) -> None:
+  """Refuses to resume a checkpoint on other training clips than it was trained on.
 
-  Such features need not make the loss non-finite (a model can map them to finite
-  logits), so they are checked themselves. The clips named are the fold's training clips
-  whose stored features are non-finite, when there are any.
+  The config may point elsewhere on resume (`data.data_dir` is a location), so the data
+  itself is compared: steps per epoch (the number of clips) and the actors present.
   """
-  if np.isfinite(batch['image']).all():
-    return
-  bad = [name or f'#{i}' for i, (name, image) in enumerate(
-      zip(run.train.file_names, run.train.images)) if not np.isfinite(image).all()]
-  clips = (f'clips with NaN/Inf features: {", ".join(bad[:10])}'
-           + (f' and {len(bad) - 10} more' if len(bad) > 10 else '')
-           if bad else 'no stored clip is non-finite, so the input pipeline made them')
-  raise NonFiniteInputError(
-      f'Non-finite input features (NaN or Inf) in fold {run.index}, epoch {epoch + 1}, '
-      f'step {step} ({clips}). Training stopped before this step; the state was not '
-      f'saved. {run.last_good} Rebuild the dataset from intact audio.')
+  epoch, recorded = int(meta['epoch']), meta.get('train_actors')
+  actors = run.train.actor_ids()
+  if step != epoch * run.steps_per_epoch or (recorded is not None and
+                                             list(recorded) != actors):
+    raise errors.UserError(
+        f'{run.checkpoints.directory} step {step} was trained on other data than fold '
+        f'{run.index} holds now: {step} steps in {epoch} epochs'
+        + (f' on actors {list(recorded)}' if recorded is not None else '')
+        + f', where the data gives {run.steps_per_epoch} steps per epoch ({len(run.train)} '
+        f'clips) on actors {actors}. Point config.data at the dataset it was trained on, '
+        'or use a new --workdir.')
 
 
 def _check_finite(pending, run: FoldRun, epoch: int):
-  """Fetches pending per-step metrics; raises NonFiniteLossError at the first bad loss."""
-  values = jax.device_get([(s, m['loss'], m['correct'], m['count']) for s, m in pending])
-  for step, loss, _, _ in values:
+  """Fetches pending per-step metrics; raises at the first step with non-finite inputs
+  (NonFiniteInputError) or a non-finite loss (NonFiniteLossError).
+
+  Both are global values of the step, so every host raises together. Non-finite features
+  need not make the loss non-finite (a model can map them to finite logits), so they are
+  checked themselves, first: they explain a non-finite loss.
+  """
+  values = jax.device_get([(s, m['loss'], m['correct'], m['count'], m['nonfinite_inputs'])
+                           for s, m in pending])
+  for step, loss, _, _, nonfinite in values:
+    if nonfinite:
+      raise _non_finite_inputs(run, epoch, step, int(nonfinite))
     if not np.isfinite(loss):
       raise NonFiniteLossError(
           f'Non-finite training loss ({float(loss)}) in fold {run.index}, epoch {epoch + 1}, '
           f'step {step}. Training stopped; the state was not saved. {run.last_good} Lower '
           'config.optimizer.learning_rate or set config.optimizer.grad_clip_norm.')
-  return [(float(l), float(c), float(n)) for _, l, c, n in values]
+  return [(float(l), float(c), float(n)) for _, l, c, n, _ in values]
+
+
+def _non_finite_inputs(run: FoldRun, epoch: int, step: int, rows: int):
+  """The error for `rows` batch rows with NaN/Inf features, naming the stored clips that
+  hold such values (when none does, the input pipeline made them)."""
+  bad = [name or f'#{i}' for i, (name, image) in enumerate(
+      zip(run.train.file_names, run.train.images)) if not np.isfinite(image).all()]
+  clips = (f'clips with NaN/Inf features: {", ".join(bad[:10])}'
+           + (f' and {len(bad) - 10} more' if len(bad) > 10 else '')
+           if bad else 'no stored clip is non-finite, so the input pipeline made them')
+  return NonFiniteInputError(
+      f'Non-finite input features (NaN or Inf) in {rows} batch row(s) of fold {run.index}, '
+      f'epoch {epoch + 1}, step {step} ({clips}). Training stopped; the state was not '
+      f'saved. {run.last_good} Rebuild the dataset from intact audio.')
 
 
 def _train_epoch(config, run: FoldRun, state, epoch: int, tb: _TensorBoard,
@@ -220,9 +243,8 @@ def _train_epoch(config, run: FoldRun, state, epoch: int, tb: _TensorBoard,
   # closing(): an error mid-epoch (e.g. a non-finite loss) also stops the prefetch thread.
   with contextlib.closing(input_pipeline.prefetch(batches)) as prefetched:
     for batch in prefetched:
-      step += 1
-      _check_finite_inputs(batch, run, epoch, step)
       state, step_metrics = run.runner.train(state, run.runner.place_batch(batch))
+      step += 1
       pending.append((step, step_metrics))
       if len(pending) < log_every and step != last_step:
         continue

@@ -309,14 +309,15 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_mod
   assert _saved_steps(tmp_path) == [4]
 
 
-def test_non_finite_inputs_stop_before_their_step(tmp_path, tiny_models, monkeypatch):
-  """NaN features stop training at their step (issue 11, item 2), like a NaN loss."""
+def test_non_finite_inputs_stop_training(tmp_path, tiny_models, monkeypatch):
+  """NaN features stop training, naming their step (issue 11, item 2), like a NaN loss."""
   _poison(monkeypatch, 'image', from_epoch=1)
   config = tiny_config(**{'num_epochs': 3, 'checkpoint.every_epochs': 1,
                           'log_every_steps': 10})
   with pytest.raises(train.NonFiniteInputError,
-                     match=r'Non-finite input features.*fold 0, epoch 2, step 5 \(no stored '
-                     r'clip is non-finite.*not saved.*step 4'):
+                     match=r'Non-finite input features \(NaN or Inf\) in 1 batch row\(s\) of '
+                     r'fold 0, epoch 2, step 5 \(no stored clip is non-finite.*not saved.*'
+                     r'step 4'):
     train.train_and_evaluate(config, tmp_path, examples=synthetic_examples())
   assert _saved_steps(tmp_path) == [4]
 

@@ -201,6 +201,18 @@ def test_a_refused_run_leaves_the_workdir_as_it_was(trained, monkeypatch):
   assert sorted(p.name for p in checkpoints.checkpoint_dir(workdir, 0).iterdir()) == ['4', '8']
 
 
+def test_resuming_on_other_training_data_is_refused(trained, monkeypatch):
+  """The same config over other clips (e.g. data.data_dir at another build): refused."""
+  workdir, _, _ = trained
+  monkeypatch.setitem(models.MODELS, 'tiny', test_train.TinyNet)
+  fewer = test_train.synthetic_examples(clips_per_actor=4)  # 12 training clips: 3 steps
+  with pytest.raises(errors.UserError, match=r'step 8 was trained on other data than fold 0 '
+                     r'holds now: 8 steps in 2 epochs on actors \[1, 2, 3\], where the data '
+                     r'gives 3 steps per epoch \(12 clips\) on actors \[1, 2, 3\]'):
+    train.train_and_evaluate(_base_config(), workdir, examples=fewer)
+  assert sorted(p.name for p in checkpoints.checkpoint_dir(workdir, 0).iterdir()) == ['4', '8']
+
+
 def test_what_cannot_change_the_model_may_change(trained):
   workdir, _, _ = trained
   config = test_train.tiny_config(**{
