@@ -437,5 +437,7 @@ def _training_speakers_lines(seen: Sequence[int]) -> list[str]:
   """The markdown warning when metrics include actors the model trained on, else []."""
   if not seen:
     return []
-  return [f"**{TRAINING_SPEAKERS.capitalize()}:** actors {', '.join(map(str, seen))} were in "
-          "the model's training set, so these metrics are not speaker-independent.", '']
+  actors = (f"actors {', '.join(map(str, seen))} were" if len(seen) > 1
+            else f'actor {seen[0]} was')
+  return [f"**{TRAINING_SPEAKERS.capitalize()}:** {actors} in the model's training set, so "
+          'these metrics are not speaker-independent.', '']

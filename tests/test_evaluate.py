@@ -184,7 +184,7 @@ def test_training_speakers_are_refused_unless_allowed(run, tmp_path, monkeypatch
   md = (out / 'report.md').read_text()
   assert md.startswith('# Report: tiny_eval_net fold 0 step ') and md.splitlines()[0].endswith(
       ' (includes training speakers)')
-  assert "**Includes training speakers:** actors 1 were in the model's training set" in md
+  assert "**Includes training speakers:** actor 1 was in the model's training set" in md
   assert len(titles) == 2 and all(t.endswith('(includes training speakers)') for t in titles)
   assert '(includes training speakers)' in evaluate.format_results(
       [m], checkpoints.read_config(workdir))
