@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import numbers
 import os
 import re
 import sys
@@ -455,12 +456,12 @@ _RULES = {'int>=': 'an integer >= {}', '>': 'a number > {}', '>=': 'a number >= 
 
 
 def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _in_bounds(value, kind: str, bound) -> bool:
   """Whether `value` obeys the rule; False for NaN and for non-numbers."""
-  if not isinstance(value, (int, float)) or isinstance(value, bool):
+  if not isinstance(value, numbers.Real) or isinstance(value, bool):
     return False
   if kind == 'int>=':
     return _is_int(value) and value >= bound
