@@ -252,13 +252,16 @@ def load_clip(path: str | os.PathLike, frontend: features.FrontEnd
   """(log-mel `(n_mels, frames)`, seconds of audio) of an audio file, as the builder does.
 
   Raises:
-    AudioDecodeError: the file does not decode as audio.
+    AudioDecodeError: the file does not decode as audio, or is damaged (truncated,
+      NaN/Inf samples); a digitally silent clip is predicted with a logged warning.
   """
-  y, notes, duration = features.read_audio(path, frontend.sample_rate, str(path))
-  mel, more = features.clip_to_features(y, frontend.sample_rate, frontend)
-  for note in notes + [f'{path}: {m}' for m in more]:
+  decoded = features.read_audio(path, frontend.sample_rate, str(path))
+  mel, more = features.clip_to_features(decoded.waveform, frontend.sample_rate, frontend)
+  for note in list(decoded.notes) + [f'{path}: {m}' for m in more]:
     log.info(note)
-  return mel, duration
+  for warning in decoded.warnings:
+    log.warning(warning)
+  return mel, decoded.duration
 
 
 def _load_clips(files, frontend, skip_errors: bool):
