@@ -213,7 +213,7 @@ def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int | None,
         f"{name}: {bad} of {data.size} samples are NaN or infinite (a damaged float "
         "file?); refusing to turn them into features", "non-finite samples")
   notes, warnings = [], []
-  if subtype != "PCM_16":
+  if subtype not in ("PCM_16", "FLOAT"):  # FLOAT is float32 already
     notes.append(f"{name}: converted {subtype_info} ({subtype}) samples to float32")
   if name.lower().endswith(".wav") and fmt != "WAV":
     notes.append(f"{name}: {fmt} audio despite the .wav name (decoded by content)")
