@@ -9,6 +9,10 @@ Built datasets (session-scoped, built once; each returns a TFDS `data_dir` str h
 - `synthetic_data_dir`: 64 synthetic clips (actors 1-8 x emotions 1-8, 0.5 s, 48 kHz,
   see tests/synthetic.py) whose pitch identifies the emotion, so a model can fit them.
 - `mini_data_dir`: the 240 real clips of `ravdess_mini` (skips when absent; ~20 s build).
+
+`corpora_mini` points at real samples of TESS, SAVEE, EmoDB and RAVDESS song in their
+distributed layouts (`CORPORA_MINI_DIR`, else `<repo>/../shared/corpora-mini`); tests that
+need it skip cleanly when it is absent.
 """
 import os
 import pathlib
@@ -33,6 +37,15 @@ def ravdess_mini():
   d = _mini_dir()
   if d is None:
     pytest.skip("real RAVDESS subset not available (set RAVDESS_MINI_DIR)")
+  return d
+
+
+@pytest.fixture(scope="session")
+def corpora_mini():
+  env = os.environ.get("CORPORA_MINI_DIR")
+  d = pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "corpora-mini"
+  if not (d / "tess").is_dir():
+    pytest.skip("real corpus samples not available (set CORPORA_MINI_DIR)")
   return d
 
 
