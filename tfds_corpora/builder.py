@@ -173,13 +173,27 @@ def build_lock(build_dir: epath.Path):
 
 
 class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base of the corpus builders: a corpus's audio as full-length log-mel spectrograms."""
+  """Base of the corpus builders: a corpus's audio as full-length log-mel spectrograms.
 
+  A subclass sets `name`, `CORPUS`, `LANGUAGE`, `LICENSE`, `EXAMPLE_PATH` and
+  `MANUAL_DOWNLOAD_INSTRUCTIONS`; by default it gets one config per front end and reads
+  `$<CORPUS.name upper>_DIR` (e.g. `TESS_DIR`).
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
   CORPUS: sources_lib.Corpus  # how the corpus is labelled and distributed
   ENV_DIR: str  # environment variable naming the folder (or zip), e.g. 'TESS_DIR'
   LANGUAGE: str  # e.g. 'en'
   LICENSE: str
   EXAMPLE_PATH: str  # a file in the extracted layout, e.g. 'OAF_angry/OAF_back_angry.wav'
+
+  def __init_subclass__(cls, **kwargs):
+    if "BUILDER_CONFIGS" not in cls.__dict__:
+      cls.BUILDER_CONFIGS = frontend_configs(cls.CORPUS.title)
+    if "ENV_DIR" not in cls.__dict__:
+      cls.ENV_DIR = f"{cls.CORPUS.name.upper()}_DIR"
+    super().__init_subclass__(**kwargs)
 
   def __init__(self, *, file_format=None, num_workers: int | None = None, **kwargs):
     """See tfds.core.GeneratorBasedBuilder; `num_workers` overrides $SER_NUM_WORKERS."""

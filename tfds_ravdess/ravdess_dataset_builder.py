@@ -76,7 +76,6 @@ class Builder(builder_lib.CorpusBuilder):
       "folders, in the manual dir or in the folder named by $RAVDESS_DIR (or point "
       "it at one of the zips).")
   CORPUS = src_lib.CORPUS
-  ENV_DIR = "RAVDESS_DIR"
   LANGUAGE = "en"
   LICENSE = "CC BY-NC-SA 4.0"
 

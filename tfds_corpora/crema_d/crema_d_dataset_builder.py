@@ -85,15 +85,11 @@ class Builder(builder_lib.CorpusBuilder):
   """CREMA-D (91 actors, 6 emotions, 7442 clips) as full-length log-mels."""
 
   name = "ser_crema_d"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = builder_lib.frontend_configs("CREMA-D")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Clone {HOMEPAGE} with Git LFS (git lfs install; git clone ...; or `git lfs pull` "
       "in an existing clone) and put its AudioWAV/ folder and VideoDemographics.csv (or "
       "the whole clone) in the manual dir or in the folder named by $CREMA_D_DIR.")
   CORPUS = CORPUS
-  ENV_DIR = "CREMA_D_DIR"
   LANGUAGE = "en"
   LICENSE = "Open Database License (ODbL) v1.0; contents: Database Contents License"
   EXAMPLE_PATH = "AudioWAV/1001_DFA_ANG_XX.wav"

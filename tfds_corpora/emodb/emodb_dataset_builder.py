@@ -58,15 +58,11 @@ class Builder(builder_lib.CorpusBuilder):
   """EmoDB (10 speakers, 7 emotions incl. boredom, 535 clips, German) as log-mels."""
 
   name = "ser_emodb"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = builder_lib.frontend_configs("EmoDB")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Download download.zip from {HOMEPAGE} (free for research use) and put it, or "
       "its extracted wav/ folder, in the manual dir or in the folder named by "
       "$EMODB_DIR (or point $EMODB_DIR at the zip).")
   CORPUS = CORPUS
-  ENV_DIR = "EMODB_DIR"
   LANGUAGE = "de"
   LICENSE = "EmoDB terms: free for research use"
   EXAMPLE_PATH = "wav/03a01Fa.wav"

@@ -73,16 +73,12 @@ class Builder(builder_lib.CorpusBuilder):
   """SAVEE (4 male speakers, 7 emotions, 480 clips) as full-length log-mels."""
 
   name = "ser_savee"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = builder_lib.frontend_configs("SAVEE")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Register at {HOMEPAGE} (free for research use) and put AudioData.zip (in the "
       "download's Data/Zip/), or its extracted AudioData/ folder (DC/ JE/ JK/ KL/), in "
       "the manual dir or in the folder named by $SAVEE_DIR (or point $SAVEE_DIR at the "
       "zip).")
   CORPUS = CORPUS
-  ENV_DIR = "SAVEE_DIR"
   LANGUAGE = "en"
   LICENSE = "SAVEE licence: free for research use, registration required"
   EXAMPLE_PATH = "AudioData/DC/a01.wav"

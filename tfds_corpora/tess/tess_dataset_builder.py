@@ -69,15 +69,11 @@ class Builder(builder_lib.CorpusBuilder):
   """TESS (2 female speakers, 7 emotions, 2800 clips) as full-length log-mels."""
 
   name = "ser_tess"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = builder_lib.frontend_configs("TESS")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Download TESS from {HOMEPAGE} (CC BY-NC-ND 4.0) and put its speaker-emotion "
       "folders (OAF_angry/ .. YAF_sad/), or the zip holding them, in the manual dir or "
       "in the folder named by $TESS_DIR (or point $TESS_DIR at the zip).")
   CORPUS = CORPUS
-  ENV_DIR = "TESS_DIR"
   LANGUAGE = "en"
   LICENSE = "CC BY-NC-ND 4.0"
   EXAMPLE_PATH = "OAF_angry/OAF_back_angry.wav"
