@@ -141,3 +141,17 @@ def test_dummy_data_is_small():
   files = sorted(p for p in HERE.glob("*/dummy_data/**/*") if p.is_file())
   assert len(files) == 16
   assert sum(f.stat().st_size for f in files) < 200_000
+
+
+def test_without_data_says_where_to_get_it(tmp_path, monkeypatch):
+  from tfds_corpora import sources
+  monkeypatch.delenv("SAVEE_DIR", raising=False)
+  builder = tfds.builder("ser_savee/seed48k", data_dir=tmp_path, num_workers=0)
+  with pytest.raises(sources.CorpusInputError) as e:
+    builder.download_and_prepare()
+  msg = str(e.value)
+  assert "No SAVEE files given: set SAVEE_DIR" in msg and "AudioData.zip" in msg
+  assert "kahlan.eps.surrey.ac.uk/savee" in msg and not builder.is_prepared()
+  monkeypatch.setenv("SAVEE_DIR", str(tmp_path / "missing"))
+  with pytest.raises(sources.CorpusInputError, match=r"SAVEE folder .*missing does not exist"):
+    builder.download_and_prepare()

@@ -37,8 +37,11 @@ class Result:
 def _decode_problem(source: sources_lib.Source, error: features.AudioDecodeError,
                     data: bytes | None) -> tuple[str, str]:
   if data is None:
-    with open(source.path, "rb") as f:
-      data = f.read(len(_LFS_POINTER))
+    try:
+      with open(source.path, "rb") as f:
+        data = f.read(len(_LFS_POINTER))
+    except OSError:
+      data = b""
   if data.startswith(_LFS_POINTER):
     return ("Git LFS pointer instead of audio",
             f"{source.location}: a Git LFS pointer file, not audio; fetch the audio "
