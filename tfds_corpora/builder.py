@@ -236,7 +236,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                       self.CORPUS.homepage, self.EXAMPLE_PATH)
 
   def _download(self, dl_manager) -> list[str]:
-    """Paths of downloaded archives; by default there is nothing to download."""
+    """Paths of downloaded archives; by default there are none (says where to put files)."""
     del dl_manager
     raise sources_lib.CorpusInputError(
         f"No {self.CORPUS.title} files given: set {self.ENV_DIR} (or pass "
