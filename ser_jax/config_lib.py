@@ -46,7 +46,7 @@ def default() -> ml_collections.ConfigDict:
   c.data.name = 'ravdess/speech'  # dataset (and subset) without the front end
   c.data.frontend = 'predecessor48k'  # ser_jax.features.FRONTENDS; the TFDS name is tfds_name()
   c.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # RAVDESS zips or Actor_NN/ folders; None: $RAVDESS_DIR
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # data.name's folder or zip (RAVDESS zips, Actor_NN/); None: the builder's $RAVDESS_DIR, $TESS_DIR, ...
   c.data.download = True  # build the dataset (downloading if needed) when it is not prepared yet
   c.data.input_shape = (128, 256)  # (mel, time) the model sees
   c.data.crop_mode = 'resize'  # 'resize': bilinear resize (predecessor); 'crop_pad': random crop / pad + mask
@@ -135,16 +135,43 @@ def top_level_parts(*names):
 # ----------------------------------------------------------------------------- names
 
 
-def tfds_name(data_config) -> str:
-  """The TFDS name of `config.data`: its dataset name plus its front end.
+# Every dataset a config may name: its TFDS builder and the subsets it has (a dataset
+# without subsets has one builder config per front end). tests/test_config_lib.py checks
+# this against the registered builders (`tfds_ravdess`, `tfds_corpora`).
+DATASETS = {
+    'ravdess': ('speech', 'song', 'all'),
+    'ser_tess': (),
+    'ser_savee': (),
+    'ser_emodb': (),
+    'ser_crema_d': (),
+}
+
+
+def tfds_name(data_config, name: str | None = None) -> str:
+  """The TFDS name of `config.data` (or of dataset `name` with its front end).
 
   A dataset with subsets names one as `<dataset>/<subset>` and gets builder config
   `<subset>_<frontend>`; a dataset without subsets gets builder config `<frontend>`:
 
     ('ravdess/speech', 'predecessor48k') -> 'ravdess/speech_predecessor48k'
-    ('tess', 'predecessor48k')           -> 'tess/predecessor48k'
+    ('ser_tess', 'predecessor48k')       -> 'ser_tess/predecessor48k'
+
+  Raises:
+    UserError: a dataset or subset that no builder has.
   """
-  dataset, _, subset = str(data_config.name).partition('/')
+  name = str(data_config.name if name is None else name)
+  dataset, _, subset = name.partition('/')
+  if dataset not in DATASETS:
+    close = [d for d in DATASETS if dataset in d]
+    raise errors.UserError(
+        f'config.data.name={name!r}: unknown dataset '
+        + (f'(did you mean {close[0]!r}?) ' if close else '')
+        + f"; known: 'ravdess/<{'|'.join(DATASETS['ravdess'])}>', "
+        + ', '.join(repr(d) for d in DATASETS if not DATASETS[d]))
+  if (subset or None) not in (DATASETS[dataset] or (None,)):
+    want = (f"one of {dataset}/{{{','.join(DATASETS[dataset])}}}" if DATASETS[dataset]
+            else f'{dataset!r} (it has no subsets)')
+    raise errors.UserError(f'config.data.name={name!r}: expected {want}')
   config = f'{subset}_{data_config.frontend}' if subset else data_config.frontend
   return f'{dataset}/{config}'
 
@@ -276,6 +303,7 @@ def validate(config, *, num_devices: int | None = None, training: bool = True
     features.get_frontend(config.data.frontend)
   except ValueError as e:
     raise errors.UserError(f'config.data.frontend: {e}') from None
+  tfds_name(config.data)
   input_pipeline.check_data_config(config.data)
   if config.parallel not in PARALLEL_MODES:
     raise errors.UserError(f'config.parallel must be one of {PARALLEL_MODES}, got '

@@ -55,7 +55,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import queue
 import threading
 from typing import Any, Iterable, Iterator, Sequence
@@ -444,7 +443,8 @@ def prefetch(iterator: Iterable[Any], size: int = 2) -> Iterator[Any]:
 
 
 def _manual_dir(data_config) -> str | None:
-  return data_config.get('manual_dir') or os.environ.get('RAVDESS_DIR') or None
+  # None lets the builder read its own variable ($RAVDESS_DIR, $TESS_DIR, ...).
+  return data_config.get('manual_dir') or None
 
 
 def _tfds_name(data_config) -> str:
@@ -456,9 +456,10 @@ def prepare_dataset(data_config):
   """Returns the prepared TFDS builder of `config.data`, building it when missing.
 
   The TFDS name is `config_lib.tfds_name(config.data)` (e.g. 'ravdess/speech' with
-  front end 'predecessor48k' -> 'ravdess/speech_predecessor48k'). Building reads RAVDESS
-  from `config.data.manual_dir` (or $RAVDESS_DIR) when given, else lets the builder
-  download it; only when `config.data.download` is True.
+  front end 'predecessor48k' -> 'ravdess/speech_predecessor48k'). Building reads the
+  corpus from `config.data.manual_dir` when given, else from the builder's variable
+  ($RAVDESS_DIR, $TESS_DIR, ...), else RAVDESS is downloaded; only when
+  `config.data.download` is True.
   """
   return prepare_tfds(_tfds_name(data_config), data_config.get('data_dir'),
                   _manual_dir(data_config), bool(data_config.download))
@@ -466,16 +467,21 @@ def prepare_dataset(data_config):
 
 def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, download: bool):
   """`prepare_dataset` by TFDS name (e.g. 'ravdess/speech_predecessor48k')."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import  # registers 'ravdess'
+  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow_datasets as tfds
+  import tfds_corpora  # registers ser_tess, ser_savee, ser_emodb, ser_crema_d
+  import tfds_ravdess  # registers ravdess
+  # pylint: enable=g-import-not-at-top,unused-import
   builder = tfds.builder(name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
   if not download:
+    dataset, _, config = name.partition('/')
     raise errors.UserError(
         f'TFDS dataset {name} is not prepared in {builder.data_dir} and '
-        'config.data.download is False. Build it (python -m tfds_ravdess) or set '
-        'config.data.download=True with config.data.manual_dir or $RAVDESS_DIR.')
+        f'config.data.download is False. Build it (python -m tfds_corpora {dataset} '
+        f'--config={config} --data_dir=...) or set config.data.download=True with '
+        'config.data.manual_dir or the builder\'s variable ($RAVDESS_DIR, $TESS_DIR, ...).')
   log.info('Preparing %s in %s (manual_dir=%s)', name, builder.data_dir, manual_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),

@@ -132,7 +132,7 @@ def write_clip(path: str | os.PathLike, seconds: float = 0.06, sample_rate: int 
 
 def build(name: str, source: str | os.PathLike, data_dir: str | os.PathLike,
           num_workers: int = 0):
-  """Builds TFDS `name` ('ser_tess/seed48k', ...) into `data_dir` from `source`."""
+  """Builds TFDS `name` ('ser_tess/predecessor48k', ...) into `data_dir` from `source`."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import tfds_corpora  # pylint: disable=g-import-not-at-top,unused-import
   import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import

@@ -25,9 +25,10 @@ import tensorflow_datasets as tfds
 import synthetic
 import tfds_ravdess  # pylint: disable=unused-import
 from ser_jax import features
+from ser_jax import inference
 from tfds_ravdess import sources
 
-CONFIG = "speech_seed48k"
+CONFIG = "speech_predecessor48k"
 LOCK_FILE = ".build_lock.json"  # what tfds_corpora.builder writes into incomplete.*/
 
 
@@ -199,18 +200,9 @@ def test_silent_clip_warns_in_builder_and_prediction(tmp_path, caplog):
   assert f"{silent}: digitally silent" in caplog.text
   assert caplog.text.count("digitally silent") == 1
   caplog.clear()
-  with caplog.at_level(logging.WARNING, logger="ser_jax.features"):
-    features.load_audio(silent, 48000)  # what launch/predict.py decodes with
+  with caplog.at_level(logging.WARNING, logger="ser_jax.inference"):
+    inference.load_clip(silent, features.get_frontend("predecessor48k"))  # prediction's
   assert f"{silent}: digitally silent" in caplog.text
-
-
-def _load_predict():
-  import importlib.util
-  path = pathlib.Path(__file__).resolve().parents[1] / "launch" / "predict.py"
-  spec = importlib.util.spec_from_file_location("predict_under_test", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_prediction_refuses_damaged_audio(tmp_path):
@@ -219,11 +211,13 @@ def test_prediction_refuses_damaged_audio(tmp_path):
   _truncate(truncated, -2000)
   nan = tmp_path / "nan.wav"
   sf.write(nan, np.full(800, np.nan, np.float32), 16000, subtype="FLOAT")
-  done, problems = _load_predict().extract_features(
-      [good, truncated, nan], features.get_frontend("seed48k"))
-  assert [d[0] for d in done] == [good]
-  assert len(problems) == 2
-  assert "truncated.wav: truncated" in problems[0] and "nan.wav: 800 of 800" in problems[1]
+  fe = features.get_frontend("predecessor48k")
+  mel, _ = inference.load_clip(good, fe)  # what prediction decodes with
+  assert np.isfinite(mel).all()
+  with pytest.raises(features.AudioDecodeError, match="truncated.wav: truncated"):
+    inference.load_clip(truncated, fe)
+  with pytest.raises(features.AudioDecodeError, match="nan.wav: 800 of 800"):
+    inference.load_clip(nan, fe)
 
 
 # --- Item 17: other sample formats are logged like resampling. ---
@@ -326,7 +320,7 @@ def test_song_config_on_speech_data_suggests_a_song_file(tmp_path):
   wavs = tmp_path / "wavs"
   synthetic.write_synthetic_ravdess(wavs, actors=[1], emotions=[2], seconds=0.1)
   with pytest.raises(sources.RavdessInputError) as e:
-    synthetic.build_ravdess(wavs, tmp_path / "tfds", "song_seed48k")
+    synthetic.build_ravdess(wavs, tmp_path / "tfds", "song_predecessor48k")
   msg = str(e.value)
   assert "Audio_Song_Actors_01-24.zip" in msg and "Actor_01/03-02-01-01-01-01-01.wav" in msg
   assert "03-01-" not in msg

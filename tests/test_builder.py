@@ -12,8 +12,8 @@ import tensorflow_datasets as tfds
 import synthetic
 import tfds_ravdess  # pylint: disable=unused-import
 from ser_jax import features
+from ser_jax import labels
 from tfds_corpora import extract
-from tfds_corpora import labels
 from tfds_ravdess import sources
 
 CONFIG = "speech_predecessor48k"
@@ -43,8 +43,8 @@ def test_registered_configs():
   assert builder_cls.DEFAULT_CONFIG_NAME == CONFIG
   b = tfds.builder("ravdess/song_panns16k", data_dir="/nonexistent-unused")
   assert b.info.features["log_mel"].shape == (64, None)
-  assert b.info.features["emotion"].names == list(labels.EMOTIONS)
-  assert labels.EMOTIONS[:8] == sources.EMOTIONS  # RAVDESS's ids are unchanged
+  assert b.info.features["emotion"].names == list(labels.VOCABULARY)
+  assert labels.VOCABULARY[:8] == sources.EMOTIONS  # RAVDESS's ids are unchanged
   assert "Livingstone" in b.info.citation
   assert b.info.file_format.value == "array_record"
 

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 import synthetic
 import tfds_corpora  # pylint: disable=unused-import
 from ser_jax import splits
-from tfds_corpora import labels
+from ser_jax import labels
 from tfds_corpora import sources
 from tfds_corpora.crema_d import crema_d_dataset_builder as crema_d
 from tfds_corpora.emodb import emodb_dataset_builder as emodb
@@ -30,16 +30,16 @@ from tfds_ravdess import sources as ravdess
 # name, config, mini folder -> (count per emotion, count per speaker), from the mini
 # folders' README (e.g. SAVEE: 2 speakers x 7 codes x 2 clips).
 MINI = {
-    ("ser_tess", "seed48k", "tess"): (
+    ("ser_tess", "predecessor48k", "tess"): (
         {"angry": 7, "disgust": 6, "fearful": 8, "happy": 6, "neutral": 6, "surprised": 6,
          "sad": 6}, {"tess:OAF": 22, "tess:YAF": 23}),
-    ("ser_savee", "seed48k", "savee"): (
+    ("ser_savee", "predecessor48k", "savee"): (
         dict.fromkeys(("angry", "disgust", "fearful", "happy", "neutral", "sad",
                        "surprised"), 4), {"savee:DC": 14, "savee:JK": 14}),
-    ("ser_emodb", "seed48k", "emodb"): (
+    ("ser_emodb", "predecessor48k", "emodb"): (
         {"happy": 3, "neutral": 3, "angry": 3, "sad": 3, "fearful": 3, "boredom": 3,
          "disgust": 2}, {"emodb:03": 7, "emodb:08": 6, "emodb:09": 7}),
-    ("ravdess", "song_seed48k", "ravdess-song"): (
+    ("ravdess", "song_predecessor48k", "ravdess-song"): (
         {"neutral": 3, "calm": 4, "happy": 4, "sad": 4, "angry": 4, "fearful": 4},
         {"ravdess:01": 11, "ravdess:02": 11, "ravdess:24": 1}),
 }
@@ -61,7 +61,7 @@ def mini_builds(corpora_mini, tmp_path_factory):
 @pytest.mark.parametrize("key", list(MINI), ids=[k[0] for k in MINI])
 def test_mini_counts_per_emotion_and_speaker(mini_builds, key):
   examples = mini_builds[key]
-  emotions = collections.Counter(labels.EMOTIONS[int(e["emotion"])] for e in examples)
+  emotions = collections.Counter(labels.VOCABULARY[int(e["emotion"])] for e in examples)
   speakers = collections.Counter(e["speaker"].decode() for e in examples)
   assert (dict(emotions), dict(speakers)) == MINI[key]
   assert len({e["file_name"] for e in examples}) == len(examples)
@@ -82,10 +82,10 @@ def _librosa_log_mel(path):
 
 
 @pytest.mark.parametrize("key, rel, fmt, rate, channels", [
-    (("ser_tess", "seed48k", "tess"), "YAF_angry/YAF_germ_angry.wav", "AIFF", 24414, 1),
-    (("ser_tess", "seed48k", "tess"), "YAF_fear/YAF_neat_fear.wav", "AIFF", 24414, 1),
-    (("ser_tess", "seed48k", "tess"), "OAF_Fear/OAF_food_fear.wav", "WAV", 96000, 1),
-    (("ravdess", "song_seed48k", "ravdess-song"), "Actor_24/03-02-01-01-01-01-24.wav",
+    (("ser_tess", "predecessor48k", "tess"), "YAF_angry/YAF_germ_angry.wav", "AIFF", 24414, 1),
+    (("ser_tess", "predecessor48k", "tess"), "YAF_fear/YAF_neat_fear.wav", "AIFF", 24414, 1),
+    (("ser_tess", "predecessor48k", "tess"), "OAF_Fear/OAF_food_fear.wav", "WAV", 96000, 1),
+    (("ravdess", "song_predecessor48k", "ravdess-song"), "Actor_24/03-02-01-01-01-01-24.wav",
      "WAV", 48000, 2),
 ], ids=["aiff1", "aiff2", "96k", "stereo"])
 def test_quirky_real_files_match_librosa(mini_builds, corpora_mini, key, rel, fmt, rate,
@@ -139,7 +139,7 @@ def test_builder_refuses_impossible_names_in_one_error(tmp_path):
   for rel in ("wav/03a01Fa.wav", "wav/04a01Fa.wav", "wav/03a01Xa.wav"):
     synthetic.write_clip(tmp_path / "emodb" / rel)
   with pytest.raises(sources.CorpusInputError) as e:
-    synthetic.build("ser_emodb/seed48k", tmp_path / "emodb", tmp_path / "tfds")
+    synthetic.build("ser_emodb/predecessor48k", tmp_path / "emodb", tmp_path / "tfds")
   msg = str(e.value)
   assert "EmoDB: 2 problem file(s)" in msg and "nothing was built" in msg
   assert "04a01Fa.wav: speaker '04'" in msg and "03a01Xa.wav: emotion letter 'X'" in msg
@@ -210,7 +210,7 @@ def test_crema_d_git_lfs_pointer_files_are_reported(tmp_path):
     (audio / f"{stem}.wav").write_text(
         "version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 51434\n")
   with pytest.raises(sources.CorpusInputError) as e:
-    synthetic.build("ser_crema_d/seed48k", tmp_path / "CREMA-D", tmp_path / "tfds")
+    synthetic.build("ser_crema_d/predecessor48k", tmp_path / "CREMA-D", tmp_path / "tfds")
   msg = str(e.value)
   assert "Git LFS pointer instead of audio (2)" in msg and "git lfs pull" in msg
 

@@ -5,7 +5,8 @@
 the TensorFlow Datasets catalog's own `savee` and `crema_d` (raw-audio builders that
 need TensorFlow): a missing import fails loudly instead of silently loading TFDS's.
 Shared machinery: `builder` (TFDS base class, schema), `sources` (finding files),
-`extract` (decoding + features in a process pool), `labels` (the emotion vocabulary).
+`extract` (decoding + features in a process pool); the emotion vocabulary is
+`ser_jax.labels.VOCABULARY`.
 """
 from tfds_corpora.crema_d import crema_d_dataset_builder
 from tfds_corpora.emodb import emodb_dataset_builder

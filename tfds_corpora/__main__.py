@@ -1,6 +1,6 @@
 """`python -m tfds_corpora DATASET [tfds build flags]`: build a corpus without TensorFlow.
 
-  python -m tfds_corpora ser_savee --config=seed48k --data_dir=~/tensorflow_datasets \
+  python -m tfds_corpora ser_savee --config=predecessor48k --data_dir=~/tensorflow_datasets \
       --manual_dir=/path/to/AudioData.zip
 
 DATASET is ser_tess, ser_savee, ser_emodb, ser_crema_d or ravdess; no --config builds

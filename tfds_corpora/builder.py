@@ -7,7 +7,7 @@ gets TFDS configs named after the front ends of `ser_jax.features.FRONTENDS` (RA
 a subset: `<subset>_<frontend>`). Every builder stores the same features:
 
   log_mel       float32 (n_mels, None)  the front end's log-mel, mel-major, full length
-  emotion       ClassLabel              tfds_corpora.labels.EMOTIONS (shared vocabulary)
+  emotion       ClassLabel              ser_jax.labels.VOCABULARY (shared by every corpus)
   corpus_label  Text                    the corpus's own code ('ps', 'W', 'ANG', '05')
   speaker       Text                    globally unique, e.g. 'savee:DC', 'ravdess:01'
   gender        ClassLabel              male, female, unknown
@@ -47,8 +47,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ser_jax import features as features_lib
+from ser_jax import labels as labels_lib
 from tfds_corpora import extract as extract_lib
-from tfds_corpora import labels as labels_lib
 from tfds_corpora import sources as sources_lib
 
 try:
@@ -89,7 +89,7 @@ def common_features(frontend: str) -> dict:
       # float_list proto costs ~80 ms per clip to serialise.
       "log_mel": tfds.features.Tensor(shape=(fe.n_mels, None), dtype=np.float32,
                                       encoding="bytes"),
-      "emotion": tfds.features.ClassLabel(names=labels_lib.EMOTIONS),
+      "emotion": tfds.features.ClassLabel(names=labels_lib.VOCABULARY),
       "corpus_label": tfds.features.Text(),
       "speaker": tfds.features.Text(),
       "gender": tfds.features.ClassLabel(names=labels_lib.GENDERS),

@@ -15,8 +15,8 @@ import tensorflow_datasets as tfds
 
 import tfds_corpora
 from ser_jax import features
+from ser_jax import labels
 from tfds_corpora import builder as builder_lib
-from tfds_corpora import labels
 
 HERE = pathlib.Path(__file__).parent
 # file_name -> (emotion, speaker, gender, corpus_label, extra features) per builder.
@@ -52,8 +52,8 @@ EXPECTED = {
 }
 LANGUAGE = {"ser_tess": "en", "ser_savee": "en", "ser_emodb": "de", "ser_crema_d": "en"}
 # One front end per builder, so each front end is covered.
-CONFIGS = [("ser_tess", "seed48k"), ("ser_savee", "panns32k"), ("ser_emodb", "panns16k"),
-           ("ser_crema_d", "seed48k")]
+CONFIGS = [("ser_tess", "predecessor48k"), ("ser_savee", "panns32k"), ("ser_emodb", "panns16k"),
+           ("ser_crema_d", "predecessor48k")]
 
 
 def _text(value) -> str:
@@ -82,7 +82,7 @@ def test_build_from_dummy_data(name, config, tmp_path):
     assert (_text(ex["corpus"]), _text(ex["language"])) == (name[4:], LANGUAGE[name])
     extra = {k: _text(ex[k]) for k in extra_keys}
     got[_text(ex["file_name"])] = (
-        labels.EMOTIONS[int(ex["emotion"])], _text(ex["speaker"]),
+        labels.VOCABULARY[int(ex["emotion"])], _text(ex["speaker"]),
         labels.GENDERS[int(ex["gender"])], _text(ex["corpus_label"]), extra)
   assert got == expected
   assert {e[0] for e in expected.values()} <= set(labels.CORPUS_EMOTIONS[name[4:]])
@@ -90,18 +90,18 @@ def test_build_from_dummy_data(name, config, tmp_path):
 
 def test_log_mel_of_aiff_named_wav_is_its_content(tmp_path):
   """TESS's AIFF-in-.wav dummy clip: decoded by content, resampled to 48 kHz."""
-  builder = tfds.builder("ser_tess/seed48k", data_dir=tmp_path, num_workers=0)
+  builder = tfds.builder("ser_tess/predecessor48k", data_dir=tmp_path, num_workers=0)
   dummy = HERE / "tess" / "dummy_data"
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=dummy))
-  ds = tfds.data_source("ser_tess/seed48k", split="train", data_dir=tmp_path)
+  ds = tfds.data_source("ser_tess/predecessor48k", split="train", data_dir=tmp_path)
   ex = next(ds[i] for i in range(len(ds)) if ds[i]["file_name"] == b"YAF_neat_fear.wav")
   import soundfile as sf
   y, sr = sf.read(dummy / "YAF_fear" / "YAF_neat_fear.wav", dtype="float32")
   assert sf.info(dummy / "YAF_fear" / "YAF_neat_fear.wav").format == "AIFF" and sr == 24414
   import librosa
   want = features.log_mel(librosa.resample(y, orig_sr=sr, target_sr=48000,
-                                           res_type="soxr_hq"), "seed48k")
+                                           res_type="soxr_hq"), "predecessor48k")
   np.testing.assert_allclose(ex["log_mel"], want, atol=1e-4)
 
 
@@ -146,7 +146,7 @@ def test_dummy_data_is_small():
 def test_without_data_says_where_to_get_it(tmp_path, monkeypatch):
   from tfds_corpora import sources
   monkeypatch.delenv("SAVEE_DIR", raising=False)
-  builder = tfds.builder("ser_savee/seed48k", data_dir=tmp_path, num_workers=0)
+  builder = tfds.builder("ser_savee/predecessor48k", data_dir=tmp_path, num_workers=0)
   with pytest.raises(sources.CorpusInputError) as e:
     builder.download_and_prepare()
   msg = str(e.value)

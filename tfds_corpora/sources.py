@@ -48,10 +48,10 @@ class CorpusInputError(errors.UserError):
 class Labels:
   """What a file's path says about its clip, in the shared schema's terms."""
   name: str  # unique within the corpus; stored as `file_name`, e.g. 'DC_a01.wav'
-  emotion: str  # in tfds_corpora.labels.EMOTIONS
+  emotion: str  # in ser_jax.labels.VOCABULARY
   corpus_label: str  # the corpus's own code, e.g. 'sa', 'W', 'ANG', '05'
   speaker: str  # within the corpus, e.g. 'DC'; stored as 'savee:DC'
-  gender: str = "unknown"  # in tfds_corpora.labels.GENDERS
+  gender: str = "unknown"  # in ser_jax.labels.GENDERS
   extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # corpus features
 
 

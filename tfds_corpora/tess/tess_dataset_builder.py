@@ -10,7 +10,7 @@ come from the file name, and a folder whose (normalised) name disagrees with it 
 problem. Two files are AIFF despite the `.wav` name and one is 96 kHz: audio is decoded
 by content and resampled to the front end's rate (both logged).
 
-Configs: one per front end (`ser_tess/seed48k`, ...). Audio from `--manual_dir` or
+Configs: one per front end (`ser_tess/predecessor48k`, ...). Audio from `--manual_dir` or
 `$TESS_DIR` (a folder or a zip, e.g. the Borealis "download all" zip or a Kaggle copy).
 """
 
