@@ -140,10 +140,9 @@ class _Progress:
 
 
 def _fold_data(config, examples, fold: splits.Fold, dataset_name: str):
-  """(train, test) clips of the fold, as the model sees them."""
-  select = lambda actors: input_pipeline.prepare_images(  # pylint: disable=g-long-lambda
-      input_pipeline.select_actors(examples, actors, dataset_name=dataset_name), config.data)
-  return select(fold.train), select(fold.test)
+  """(train, test) clips of the fold, as the model sees them (`input_pipeline.fold_split`)."""
+  return tuple(input_pipeline.prepare_images(part, config.data) for part in
+               input_pipeline.fold_split(examples, fold, dataset_name=dataset_name))
 
 
 def _init_or_restore(config, run: FoldRun, host_state) -> tuple[Any, int, list]:
@@ -263,8 +262,9 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
   """Trains and evaluates one fold; returns its metrics dict (with fold info)."""
   train_ex, test_ex = _fold_data(config, all_examples, fold, dataset_name)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_ex), int(config.batch_size))
-  log.info('Fold %d: train actors %s (%d clips, %d steps/epoch), test actors %s (%d clips)',
-           fold_index, list(fold.train), len(train_ex), steps_per_epoch, list(fold.test),
+  log.info('Fold %d: train speakers %s (%d clips, %d steps/epoch; per dataset %s), test '
+           'speakers %s (%d clips)', fold_index, list(fold.train), len(train_ex),
+           steps_per_epoch, np.bincount(train_ex.groups).tolist(), list(fold.test),
            len(test_ex))
   model = model_init.build_model(config)
   init_rng, dropout_rng = jax.random.split(
@@ -313,7 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       model, missing data, a diverging run.
   """
   workdir = pathlib.Path(workdir)
-  folds = config_lib.validate(config, num_devices=jax.device_count())
+  config_lib.validate(config, num_devices=jax.device_count())
   checkpoints.check_workdir(config, workdir)
   if jax.process_index() == 0:
     checkpoints.write_run_files(workdir, config)
@@ -323,8 +323,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     examples = input_pipeline.load_all(config.data)
   else:
     dataset_name = f'{dataset_name} (preloaded)'
-  log.info('%d clips of actors %s; %d devices (%s), %d processes, parallel=%s',
-           len(examples), sorted({int(a) for a in examples.actors}), jax.device_count(),
+  input_pipeline.check_labels(examples, int(config.model.num_classes), [
+      config_lib.tfds_name(config.data, n)
+      for n in (config.data.name, *(config.data.get('extra_train') or ()))])
+  folds = config_lib.get_folds(config, input_pipeline.fold_speakers(config.data, examples))
+  log.info('%d clips of %d speakers; %d devices (%s), %d processes, parallel=%s',
+           len(examples), len(set(examples.speakers.tolist())), jax.device_count(),
            jax.devices()[0].platform, jax.process_count(), config.parallel)
   # Resize once for all folds (each fold then only selects).
   examples = input_pipeline.prepare_images(examples, config.data)

@@ -12,7 +12,9 @@ Built datasets (session-scoped, built once; each returns a TFDS `data_dir` str h
 
 `corpora_mini` points at real samples of TESS, SAVEE, EmoDB and RAVDESS song in their
 distributed layouts (`CORPORA_MINI_DIR`, else `<repo>/../shared/corpora-mini`); tests that
-need it skip cleanly when it is absent.
+need it skip cleanly when it is absent. `corpora_data_dir` is a TFDS data_dir with each of
+them built (`CORPORA_DATASETS`, front end predecessor48k) plus `ravdess/speech` of the
+synthetic clips above (~30 s build).
 """
 import os
 import pathlib
@@ -47,6 +49,28 @@ def corpora_mini():
   if not (d / "tess").is_dir():
     pytest.skip("real corpus samples not available (set CORPORA_MINI_DIR)")
   return d
+
+
+# TFDS name -> folder of corpora-mini (None: the synthetic RAVDESS speech clips).
+CORPORA_DATASETS = {
+    "ser_tess/predecessor48k": "tess",
+    "ser_savee/predecessor48k": "savee",
+    "ser_emodb/predecessor48k": "emodb",
+    "ravdess/song_predecessor48k": "ravdess-song",
+    "ravdess/speech_predecessor48k": None,
+}
+
+
+@pytest.fixture(scope="session")
+def corpora_data_dir(corpora_mini, tmp_path_factory):
+  import synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("corpora_tfds")
+  synthetic.write_synthetic_ravdess(root / "wavs", actors=range(1, 9),
+                                    emotions=range(1, 9), seconds=0.5)
+  for name, folder in CORPORA_DATASETS.items():
+    synthetic.build(name, root / "wavs" if folder is None else corpora_mini / folder,
+                    root / "tfds")
+  return str(root / "tfds")
 
 
 @pytest.fixture(scope="session")

@@ -46,14 +46,12 @@ MINI = {
 
 
 @pytest.fixture(scope="module")
-def mini_builds(corpora_mini, tmp_path_factory):
-  """Every mini folder built once: key of MINI -> list of examples."""
-  data_dir = tmp_path_factory.mktemp("corpora_mini_tfds")
+def mini_builds(corpora_data_dir):
+  """Every mini folder (built once, conftest.CORPORA_DATASETS): key of MINI -> examples."""
   built = {}
   for key in MINI:
-    name, config, folder = key
-    synthetic.build(f"{name}/{config}", corpora_mini / folder, data_dir)
-    ds = tfds.data_source(f"{name}/{config}", split="train", data_dir=data_dir)
+    name, config, _ = key
+    ds = tfds.data_source(f"{name}/{config}", split="train", data_dir=corpora_data_dir)
     built[key] = [ds[i] for i in range(len(ds))]
   return built
 
