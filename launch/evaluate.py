@@ -15,10 +15,17 @@ Imported weights (a directory from launch/import_weights.py, or a .pth with its 
   python launch/evaluate.py --config=configs/cnnx.py --weights=cnnx.pth \
       --config.init.source=predecessor_cnnx --actors=all
 
+Cross-corpus: the same model on another dataset (built with the model's front end), on the
+emotions both share, on speakers it never trained on (`ser_jax.cross_corpus`):
+
+  python launch/evaluate.py --workdir=workdirs/cnnx --data=ser_tess     # or ser_savee, ...
+  python launch/evaluate.py --workdir=workdirs/cnnx --data=ravdess/song  # each fold's test actors
+
 Prints accuracy, macro precision/recall/F1 (the predecessor's table) and the per-class
 report, and writes the fold reports into `--output_dir` (default:
 `<workdir>/evaluate/fold_<i>_step_<n>[_actors_...]` for a workdir, `./evaluate_<weights
-name>` for weights), plus a cross-validation summary when several folds were evaluated.
+name>` for weights; `<that>/<data>/...` with --data), plus a cross-validation summary when
+several folds were evaluated.
 """
 
 import json
@@ -47,6 +54,9 @@ _ALLOW_TRAINING_SPEAKERS = flags.DEFINE_boolean(
     'allow_training_speakers', False, 'Evaluate a checkpoint on actors it was trained on '
     '(refused otherwise: those metrics are not speaker-independent); every report of the '
     'run is then marked "includes training speakers".')
+_DATA = flags.DEFINE_string('data', '', 'Evaluate on this dataset (ser_tess, ser_savee, '
+                            'ser_emodb, ser_crema_d, ravdess/song, ...) instead of the '
+                            "model's config.data.name: cross-corpus evaluation.")
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Where to write the reports (see above).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data_dir (overrides config.data.data_dir).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Evaluation batch size '
@@ -71,7 +81,7 @@ def main(argv):
     results = evaluation.run_evaluation(
         config, workdir=_WORKDIR.value or None,
         folds=None if _FOLD.value is None else [_FOLD.value], step=_STEP.value,
-        weights=_WEIGHTS.value or None, actors=_ACTORS.value,
+        weights=_WEIGHTS.value or None, actors=_ACTORS.value, data=_DATA.value or None,
         output_dir=_OUTPUT_DIR.value or None,
         allow_training_speakers=_ALLOW_TRAINING_SPEAKERS.value)
   if _FORMAT.value == 'json':

@@ -29,7 +29,7 @@ import numbers
 import os
 import re
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 
@@ -51,10 +51,21 @@ def default() -> ml_collections.ConfigDict:
   c.model.kwargs = ml_collections.ConfigDict()  # extra constructor arguments, model specific
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = 'ravdess/speech'  # dataset (and subset) without the front end
+  c.data.name = 'ravdess/speech'  # dataset (and subset) without the front end: DATASETS
+  # Multi-corpus training: datasets (names like data.name, same front end) whose clips join
+  # every fold's training set, except clips of the fold's test speakers; data.name alone is
+  # tested (input_pipeline.fold_split). E.g. ('ser_tess', 'ser_savee'); configs/multicorpus.py.
+  c.data.extra_train = ()
+  # Per-dataset sampling weights (data.name first, then extra_train): an epoch keeps the
+  # training selection's size, dataset g filling a share w_g / sum(w) of it
+  # (input_pipeline.epoch_order). (): every training clip once per epoch.
+  c.data.sampling_weights = ()
   c.data.frontend = 'predecessor48k'  # ser_jax.features.FRONTENDS; the TFDS name is tfds_name()
+  # data.name's TFDS version: '' the builder's own; an older one present in data_dir is read,
+  # never built (e.g. '1.0.0': a RAVDESS build from before the shared schema, same log-mels).
+  c.data.version = ''
   c.data.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: $TFDS_DATA_DIR or ~/tensorflow_datasets
-  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # RAVDESS zips or Actor_NN/ folders; None: $RAVDESS_DIR
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # data.name's folder or zip (RAVDESS zips, Actor_NN/); None: the builder's $RAVDESS_DIR, $TESS_DIR, ...
   c.data.download = True  # build the dataset (downloading if needed) when it is not prepared yet
   c.data.input_shape = (128, 256)  # (mel, time) the model sees
   c.data.crop_mode = 'resize'  # 'resize': bilinear resize (predecessor); 'crop_pad': random crop / pad + mask
@@ -68,11 +79,14 @@ def default() -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # input-pipeline worker processes (0: in the main process)
 
   c.folds = ml_collections.ConfigDict()
-  c.folds.scheme = 'predecessor'  # 'predecessor' (its 4 folds) | 'kfold' | 'loao' (leave one actor out)
+  # Over RAVDESS's actors 1..24, or the speakers of another data.name ('savee:DC', ...):
+  # 'predecessor' (its 4 RAVDESS folds) | 'kfold' (k, seed) | 'loso' (leave one speaker
+  # out; 'loao' is its RAVDESS name). TESS/SAVEE/EmoDB: 'loso'; CREMA-D: 'kfold'.
+  c.folds.scheme = 'predecessor'
   c.folds.k = 4  # for 'kfold'
   c.folds.seed = 351  # for 'kfold'
   c.folds.which = ()  # fold indices to run; () runs all
-  c.folds.test_actors = ()  # explicit held-out actors (overrides scheme) for a single custom fold
+  c.folds.test_actors = ()  # explicit held-out speakers (RAVDESS actor ints or 'savee:DC', ...) for one custom fold
   # Recipe selection without the test actors: > 0 holds out this many of each fold's
   # training actors (gender-balanced, fixed by validation_seed; splits.validation_fold),
   # trains on the rest and reports on them. The fold's test actors are not used at all.
@@ -232,18 +246,61 @@ def _exit_on_unknown_override(argv: list[str], default) -> None:
 # ----------------------------------------------------------------------------- names
 
 
-def tfds_name(data_config) -> str:
-  """The TFDS name of `config.data`: its dataset name plus its front end.
+# Every dataset a config may name: its TFDS builder and the subsets it has (a dataset
+# without subsets has one builder config per front end). tests/test_config_lib.py checks
+# this against the registered builders (`tfds_ravdess`, `tfds_corpora`).
+DATASETS = {
+    'ravdess': ('speech', 'song', 'all'),
+    'ser_tess': (),
+    'ser_savee': (),
+    'ser_emodb': (),
+    'ser_crema_d': (),
+}
+
+
+def corpus_of(name: str) -> str:
+  """The corpus a dataset name reads, as speaker ids spell it: 'ser_tess' -> 'tess'."""
+  dataset = str(name).partition('/')[0]
+  return dataset[len('ser_'):] if dataset.startswith('ser_') else dataset
+
+
+def actor_folds(data_config) -> bool:
+  """Whether folds are over RAVDESS's actor ints (else over the data's speaker strings)."""
+  return corpus_of(data_config.name) == 'ravdess'
+
+
+def tfds_name(data_config, name: str | None = None) -> str:
+  """The TFDS name of `config.data` (or of dataset `name` with its front end).
 
   A dataset with subsets names one as `<dataset>/<subset>` and gets builder config
   `<subset>_<frontend>`; a dataset without subsets gets builder config `<frontend>`:
 
     ('ravdess/speech', 'predecessor48k') -> 'ravdess/speech_predecessor48k'
-    ('tess', 'predecessor48k')           -> 'tess/predecessor48k'
+    ('ser_tess', 'predecessor48k')       -> 'ser_tess/predecessor48k'
+
+  `config.data.version`, when set, is appended to `config.data.name`'s (`...:1.0.0`).
+
+  Raises:
+    UserError: a dataset or subset that no builder has.
   """
-  dataset, _, subset = str(data_config.name).partition('/')
+  name = str(data_config.name if name is None else name)
+  setting = (f'config.data.name={name!r}' if name == str(data_config.name) else
+             f'config.data.extra_train has {name!r}')
+  dataset, _, subset = name.partition('/')
+  if dataset not in DATASETS:
+    close = [d for d in DATASETS if dataset in d]
+    raise errors.UserError(
+        f'{setting}: unknown dataset'
+        + (f' (did you mean {close[0]!r}?)' if close else '')
+        + f"; known: 'ravdess/<{'|'.join(DATASETS['ravdess'])}>', "
+        + ', '.join(repr(d) for d in DATASETS if not DATASETS[d]))
+  if (subset or None) not in (DATASETS[dataset] or (None,)):
+    want = (f"one of {dataset}/{{{','.join(DATASETS[dataset])}}}" if DATASETS[dataset]
+            else f'{dataset!r} (it has no subsets)')
+    raise errors.UserError(f'{setting}: expected {want}')
   config = f'{subset}_{data_config.frontend}' if subset else data_config.frontend
-  return f'{dataset}/{config}'
+  version = data_config.get('version') if name == str(data_config.name) else ''
+  return f'{dataset}/{config}' + (f':{version}' if version else '')
 
 
 # Spellings of configs written before the front end had its own field (config.json of
@@ -363,24 +420,50 @@ def _as_lists(value):
 # ----------------------------------------------------------------------------- folds
 
 
-def get_folds(config) -> list[tuple[int, splits.Fold]]:
+FOLD_SCHEMES = ('predecessor', 'kfold', 'loso', 'loao')
+
+
+def get_folds(config, speakers: Sequence[str] | None = None
+              ) -> list[tuple[int, splits.Fold]]:
   """(index, fold) pairs to run, from `config.folds`.
 
+  Args:
+    config: the experiment config.
+    speakers: the speaker strings of `config.data.name`'s clips
+      (`input_pipeline.fold_speakers`); None for RAVDESS, whose folds are over its actors
+      1..24 whatever the data holds. For another dataset, None only checks the settings
+      and returns [] (its folds depend on its speakers).
+
   Raises:
-    UserError: actors outside 1..24, an unknown scheme, fold indices the scheme lacks.
+    UserError: speakers outside the dataset's, an unknown scheme, fold indices the scheme
+      lacks, 'predecessor' on another dataset.
   """
   fc = config.folds
+  actors = actor_folds(config.data)
+  if fc.scheme not in FOLD_SCHEMES:
+    raise errors.UserError(f'config.folds.scheme must be one of {FOLD_SCHEMES}, got '
+                           f'{fc.scheme!r}')
+  if not actors and fc.scheme == 'predecessor' and not fc.test_actors:
+    raise errors.UserError(
+        f"config.folds.scheme='predecessor' is RAVDESS's 4 folds; for {config.data.name} "
+        "choose 'loso' (leave one speaker out) or 'kfold'")
+  if not actors and speakers is None:
+    return []
+  allowed = splits.ACTORS if actors else tuple(speakers)
   try:
-    folds = _scheme_folds(fc)
+    folds = _scheme_folds(fc, allowed, actors)
     which = tuple(int(i) for i in fc.which) if fc.which else tuple(range(len(folds)))
     bad = [i for i in which if not 0 <= i < len(folds)]
     if bad:
       raise errors.UserError(f'config.folds.which has indices {bad}; the scheme has folds '
                              f'0..{len(folds) - 1}')
     for i in which:
-      splits.check_fold(folds[i])
+      splits.check_fold(folds[i], allowed)
     n_val = int(fc.get('validation_actors', 0) or 0)
     if n_val:
+      if not actors:
+        raise errors.UserError('config.folds.validation_actors needs RAVDESS (its actors\' '
+                               f'genders); {config.data.name} has no gender-balanced rule yet')
       seed = int(fc.get('validation_seed', 0))
       return [(i, splits.validation_fold(folds[i], n_val, seed)) for i in which]
     return [(i, folds[i]) for i in which]
@@ -390,40 +473,44 @@ def get_folds(config) -> list[tuple[int, splits.Fold]]:
     raise errors.UserError(f'config.folds: {e}') from None
 
 
-def _scheme_folds(fc) -> list[splits.Fold]:
-  """All folds of the scheme (or the one custom fold of `test_actors`)."""
+def _scheme_folds(fc, speakers: Sequence, actors: bool) -> list[splits.Fold]:
+  """All folds of the scheme over `speakers` (or the one custom fold of `test_actors`)."""
   if fc.test_actors:
-    test = tuple(sorted(int(a) for a in fc.test_actors))
-    bad = [a for a in test if not 1 <= a <= splits.NUM_ACTORS]
+    test = tuple(sorted(int(a) if actors else str(a) for a in fc.test_actors))
+    bad = [a for a in test if a not in speakers]
     if bad:
-      raise errors.UserError(f'config.folds.test_actors has actors {bad} outside '
-                             f'1..{splits.NUM_ACTORS}')
-    return [splits.Fold(train=tuple(a for a in splits.ACTORS if a not in test), test=test)]
+      where = (f'actors {bad} outside 1..{splits.NUM_ACTORS}' if actors else
+               f"speakers {bad} outside the data's speakers {list(speakers)}")
+      raise errors.UserError(f'config.folds.test_actors has {where}')
+    return [splits.Fold(train=tuple(a for a in speakers if a not in test), test=test)]
   if fc.scheme == 'predecessor':
     return splits.predecessor_folds()
   if fc.scheme == 'kfold':
-    return splits.kfold(int(fc.k), int(fc.seed))
-  if fc.scheme == 'loao':
-    return splits.leave_one_actor_out()
-  raise errors.UserError("config.folds.scheme must be 'predecessor', 'kfold' or 'loao', got "
-                         f'{fc.scheme!r}')
+    return splits.kfold(int(fc.k), int(fc.seed), speakers)
+  return splits.leave_one_speaker_out(speakers)  # 'loso' / 'loao'
 
 
-def fold_of(config, fold: int) -> splits.Fold:
-  """Fold `fold` of the config's scheme (any fold, not only `which`)."""
+def fold_of(config, fold: int, speakers: Sequence[str] | None = None) -> splits.Fold:
+  """Fold `fold` of the config's scheme (any fold, not only `which`).
+
+  `speakers` as for `get_folds` (needed unless the folds are RAVDESS's).
+  """
   cfg = config.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.folds.which = ()
-  folds = get_folds(cfg)
+  folds = get_folds(cfg, speakers)
+  if not folds:  # a caller's bug, not the user's
+    raise ValueError(f'the folds of {config.data.name} depend on its speakers: pass them')
   if not 0 <= fold < len(folds):
     raise errors.UserError(f'fold {fold} does not exist: the scheme {cfg.folds.scheme!r} '
                            f'has folds 0..{len(folds) - 1}')
   return folds[fold][1]
 
 
-def fold_test_actors(config, fold: int) -> tuple[int, ...]:
-  """Held-out actors of fold `fold` of the config's scheme (any fold, not only `which`)."""
-  return tuple(fold_of(config, fold).test)
+def fold_test_actors(config, fold: int, speakers: Sequence[str] | None = None
+                     ) -> tuple[int | str, ...]:
+  """Held-out speakers of fold `fold` of the config's scheme (any fold, not only `which`)."""
+  return tuple(fold_of(config, fold, speakers).test)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -482,6 +569,21 @@ def _check_numbers(config, rules) -> None:
       raise errors.UserError(f'config.{field}={node!r} must be '
                              f'{_RULES[kind].format(bound)}')
 
+def _check_datasets(data_config) -> None:
+  """data.name, data.extra_train (known, distinct) and data.sampling_weights (one each)."""
+  names = [str(data_config.name), *(str(n) for n in data_config.get('extra_train') or ())]
+  for name in names:
+    tfds_name(data_config, name)
+  if len(set(names)) != len(names):
+    raise errors.UserError(f'config.data.extra_train={tuple(names[1:])} repeats a dataset '
+                           f'(config.data.name is {names[0]!r})')
+  weights = tuple(data_config.get('sampling_weights') or ())
+  if weights and (len(weights) != len(names) or min(weights) < 0 or sum(weights) <= 0):
+    raise errors.UserError(
+        f'config.data.sampling_weights={weights}: expected {len(names)} non-negative '
+        f'weights, not all 0, one per dataset of {tuple(names)}')
+
+
 
 def validate(config, *, num_devices: int | None = None, training: bool = True
              ) -> list[tuple[int, splits.Fold]]:
@@ -510,6 +612,7 @@ def validate(config, *, num_devices: int | None = None, training: bool = True
     features.get_frontend(config.data.frontend)
   except ValueError as e:
     raise errors.UserError(f'config.data.frontend: {e}') from None
+  _check_datasets(config.data)
   input_pipeline.check_data_config(config.data)
   if config.parallel not in PARALLEL_MODES:
     raise errors.UserError(f'config.parallel must be one of {PARALLEL_MODES}, got '

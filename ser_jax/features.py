@@ -18,8 +18,11 @@ Front ends (the facts are in the project's REFERENCE notes):
   reflect padding, 10*log10(max(S, 1e-10)), no top_db.
 - `panns16k`: PANNs CNN14 16 kHz: 512, 160, 64 mels, 50-8000 Hz, otherwise as panns32k.
 
-`load_audio(path, sample_rate)` decodes with soundfile, averages channels to mono and
-resamples like librosa.load (res_type 'soxr_hq'); each conversion is logged.
+`load_audio(path, sample_rate)` decodes with soundfile (by content: a `.wav` may hold
+AIFF), averages channels to mono and resamples like librosa.load (res_type 'soxr_hq');
+each conversion is logged. Damaged files are refused (`AudioDecodeError`): undecodable,
+empty, truncated inside the audio data (fewer frames than the header declares), or with
+NaN/Inf samples; a digitally silent clip is decoded with a warning.
 
 `clip_to_features(waveform, sample_rate, frontend)` is what the dataset builder stores and
 prediction feeds for one decoded clip (the short-clip rule lives there, once).
@@ -30,7 +33,7 @@ import functools
 import io
 import logging
 import os
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Sequence
 
 import numpy as np
 import scipy.fft
@@ -88,59 +91,159 @@ def get_frontend(name: str) -> FrontEnd:
 
 
 class AudioDecodeError(errors.UserError):
-  """A file could not be decoded as audio."""
+  """A file does not decode as audio, or decodes to samples that must not be used.
+
+  `problem` is a short label of the kind of failure (e.g. 'cannot decode', 'truncated'),
+  so that a caller reporting many files at once can group them.
+  """
+
+  def __init__(self, message: str, problem: str = "cannot decode"):
+    super().__init__(message)
+    self.problem = problem
 
 
 class Decoded(NamedTuple):
   waveform: np.ndarray  # float32 (samples,) mono at the requested rate
-  notes: list[str]  # conversions made (downmix, resampling), for the caller to log
+  notes: list[str]  # conversions made (sample format, downmix, resampling), to log
   duration: float  # seconds of audio in the file
+  warnings: Sequence[str] = ()  # suspicious but usable input (a silent clip), to log loudly
 
 
-def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int,
-               name: str | None = None) -> Decoded:
-  """Decodes audio to float32 mono at `sample_rate`.
+def _chunks(head: bytes, start: int, endian: str):
+  """(chunk id, payload offset, payload size) of the RIFF/IFF chunks that begin in `head`."""
+  pos = start
+  while pos + 8 <= len(head):
+    size = int.from_bytes(head[pos + 4:pos + 8], endian)
+    yield head[pos:pos + 4], pos + 8, size
+    pos += 8 + size + (size & 1)  # chunks are padded to an even length
+
+
+def declared_and_present_frames(head: bytes, file_size: int) -> tuple[int, int] | None:
+  """(frames the header declares, frames the file holds) of a PCM WAV or AIFF file.
 
   Args:
-    source: a path or a binary file object (e.g. a zip member's bytes).
-    sample_rate: the wanted rate in Hz.
+    head: the file's first bytes (64 KiB hold every header seen in practice).
+    file_size: the file's length in bytes.
+
+  Returns:
+    None when the format is neither, or its header gives no usable length (a streamed
+    WAV's data size of 0 or 0xFFFFFFFF, compressed AIFC).
+  """
+  if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+    block_align = None
+    for cid, at, size in _chunks(head, 12, "little"):
+      if cid == b"fmt " and size >= 14:
+        block_align = int.from_bytes(head[at + 12:at + 14], "little")
+      elif cid == b"data":
+        if not block_align or size in (0, 0xFFFFFFFF):
+          return None
+        return size // block_align, max(0, min(size, file_size - at)) // block_align
+    return None
+  if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+    frames = frame_bytes = None
+    for cid, at, size in _chunks(head, 12, "big"):
+      if cid == b"COMM" and size >= 18:
+        channels = int.from_bytes(head[at:at + 2], "big")
+        frames = int.from_bytes(head[at + 2:at + 6], "big")
+        bits = int.from_bytes(head[at + 6:at + 8], "big")
+        compressed = head[8:12] == b"AIFC" and head[at + 18:at + 22] not in (
+            b"NONE", b"sowt", b"twos")
+        frame_bytes = None if compressed else channels * ((bits + 7) // 8)
+      elif cid == b"SSND" and frames is not None and frame_bytes:
+        offset = int.from_bytes(head[at:at + 4], "big")
+        return frames, max(0, file_size - (at + 8 + offset)) // frame_bytes
+    return None
+  return None
+
+
+def _head_and_size(source: str | os.PathLike | BinaryIO) -> tuple[bytes, int]:
+  """The first 64 KiB and the length of a file or file object (its position is kept)."""
+  if isinstance(source, (str, os.PathLike)):
+    with open(source, "rb") as f:
+      return f.read(1 << 16), os.fstat(f.fileno()).st_size
+  pos = source.tell()
+  head = source.read(1 << 16)
+  size = source.seek(0, io.SEEK_END)
+  source.seek(pos)
+  return head, size - pos
+
+
+def read_audio(source: str | os.PathLike | BinaryIO, sample_rate: int | None,
+               name: str | None = None) -> Decoded:
+  """Decodes audio to float32 mono at `sample_rate`, refusing damaged files.
+
+  The format is detected from the content, not the name (a `.wav` may hold AIFF).
+
+  Args:
+    source: a path or a seekable binary file object (e.g. a zip member's bytes).
+    sample_rate: the wanted rate in Hz; None keeps the file's own rate.
     name: the name used in errors and notes (default: str(source)).
 
   Returns:
-    Decoded(waveform, notes, duration): notes describe each conversion made
-    (downmix, resampling), so a caller in another process can log them.
+    Decoded(waveform, notes, duration, warnings): notes describe each conversion made
+    (a sample format other than 16-bit PCM, another container than the name says,
+    downmix, resampling) and warnings what looks wrong but is usable (a digitally silent
+    clip), so a caller in another process can log them.
 
   Raises:
-    AudioDecodeError: naming the file, if it does not decode or holds no samples.
+    AudioDecodeError: naming the file, if it does not decode, holds no samples, holds
+      fewer frames than its header declares (truncated copy), or has NaN/Inf samples.
   """
   import soundfile as sf  # pylint: disable=g-import-not-at-top
   name = name or str(source)
   try:
-    data, sr = sf.read(source, dtype="float32", always_2d=True)  # (samples, channels)
+    head, size = _head_and_size(source)
+    with sf.SoundFile(source) as f:
+      fmt, subtype, subtype_info, sr = f.format, f.subtype, f.subtype_info, f.samplerate
+      data = f.read(dtype="float32", always_2d=True)  # (samples, channels)
   except Exception as e:  # libsndfile raises several types for bad files.
     raise AudioDecodeError(f"{name}: cannot decode as audio ({e})") from e
   if data.shape[0] == 0:
-    raise AudioDecodeError(f"{name}: the file holds no audio samples")
-  notes = []
+    raise AudioDecodeError(f"{name}: the file holds no audio samples", "no audio samples")
+  # libsndfile silently returns what is there when a copy stops inside the data chunk.
+  frames = declared_and_present_frames(head, size)
+  if frames is not None and frames[1] < frames[0]:
+    raise AudioDecodeError(
+        f"{name}: truncated: the header declares {frames[0]} frames "
+        f"({frames[0] / sr:.2f} s) but the file holds {frames[1]} ({frames[1] / sr:.2f} s); "
+        "an incomplete copy or download? Copy it again", "truncated")
+  bad = data.size - int(np.isfinite(data).sum())
+  if bad:
+    raise AudioDecodeError(
+        f"{name}: {bad} of {data.size} samples are NaN or infinite (a damaged float "
+        "file?); refusing to turn them into features", "non-finite samples")
+  notes, warnings = [], []
+  if subtype not in ("PCM_16", "FLOAT"):  # FLOAT is float32 already
+    notes.append(f"{name}: converted {subtype_info} ({subtype}) samples to float32")
+  if name.lower().endswith(".wav") and fmt != "WAV":
+    notes.append(f"{name}: {fmt} audio despite the .wav name (decoded by content)")
+  if not data.any():
+    warnings.append(f"{name}: digitally silent (every sample is 0)")
   if data.shape[1] != 1:
     notes.append(f"{name}: downmixed {data.shape[1]} channels to mono")
   y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-  if sr != sample_rate:
+  if sample_rate is not None and sr != sample_rate:
     import librosa  # pylint: disable=g-import-not-at-top
     notes.append(f"{name}: resampled {sr} Hz to {sample_rate} Hz")
     # librosa.resample (not soxr directly) so lengths match librosa.load exactly.
     y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
-  return Decoded(np.ascontiguousarray(y, dtype=np.float32), notes, data.shape[0] / sr)
+  return Decoded(np.ascontiguousarray(y, dtype=np.float32), notes, data.shape[0] / sr,
+                 warnings)
 
 
 def load_audio(path: str | os.PathLike | bytes, sample_rate: int) -> np.ndarray:
-  """Loads a file as float32 mono `(samples,)` at `sample_rate` (downmix/resample logged)."""
+  """Loads a file as float32 mono `(samples,)` at `sample_rate` (conversions logged).
+
+  Raises AudioDecodeError as `read_audio` does; its warnings (a silent clip) are logged.
+  """
   source = io.BytesIO(path) if isinstance(path, bytes) else path
-  y, notes, _ = read_audio(source, sample_rate,
-                        name="<bytes>" if isinstance(path, bytes) else str(path))
-  for note in notes:
+  decoded = read_audio(source, sample_rate,
+                       name="<bytes>" if isinstance(path, bytes) else str(path))
+  for note in decoded.notes:
     log.info(note)
-  return y
+  for warning in decoded.warnings:
+    log.warning(warning)
+  return decoded.waveform
 
 
 # Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above.

@@ -57,11 +57,13 @@ def evaluate_examples(runner, state, examples: input_pipeline.Examples, config
     config: `data` (input transform), `eval_batch_size`, `model.num_classes`.
 
   Returns:
-    `{'labels', 'predictions', 'probabilities', 'loss', 'accuracy', 'num_examples'}`.
+    `{'labels', 'predictions', 'logits', 'probabilities', 'loss', 'accuracy',
+    'num_examples'}`.
   """
   n = len(examples)
   labels_ = np.full(n, -1, np.int64)
   preds = np.full(n, -1, np.int64)
+  logits_ = np.zeros((n, config.model.num_classes), np.float32)
   probs = np.zeros((n, config.model.num_classes), np.float32)
   loss_sum, seen = 0.0, 0
   batches = input_pipeline.eval_batches(
@@ -77,13 +79,14 @@ def evaluate_examples(runner, state, examples: input_pipeline.Examples, config
         raise AssertionError('evaluation saw a clip twice')  # the pipeline guarantees once
       labels_[idx] = examples.labels[idx]
       preds[idx] = np.argmax(logits[valid], -1)
+      logits_[idx] = logits[valid]
       z = logits[valid] - logits[valid].max(-1, keepdims=True)
       probs[idx] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax
       loss_sum += float(np.sum(losses[valid]))
       seen += int(valid.sum())
   if seen != n or np.any(labels_ < 0):
     raise AssertionError(f'evaluation covered {seen} of {n} clips')
-  return {'labels': labels_, 'predictions': preds, 'probabilities': probs,
+  return {'labels': labels_, 'predictions': preds, 'logits': logits_, 'probabilities': probs,
           'loss': loss_sum / max(seen, 1),
           'accuracy': float(np.mean(labels_ == preds)) if seen else 0.0,
           'num_examples': seen}
@@ -252,13 +255,16 @@ def load_clip(path: str | os.PathLike, frontend: features.FrontEnd
   """(log-mel `(n_mels, frames)`, seconds of audio) of an audio file, as the builder does.
 
   Raises:
-    AudioDecodeError: the file does not decode as audio.
+    AudioDecodeError: the file does not decode as audio, or is damaged (truncated,
+      NaN/Inf samples); a digitally silent clip is predicted with a logged warning.
   """
-  y, notes, duration = features.read_audio(path, frontend.sample_rate, str(path))
-  mel, more = features.clip_to_features(y, frontend.sample_rate, frontend)
-  for note in notes + [f'{path}: {m}' for m in more]:
+  decoded = features.read_audio(path, frontend.sample_rate, str(path))
+  mel, more = features.clip_to_features(decoded.waveform, frontend.sample_rate, frontend)
+  for note in list(decoded.notes) + [f'{path}: {m}' for m in more]:
     log.info(note)
-  return mel, duration
+  for warning in decoded.warnings:
+    log.warning(warning)
+  return mel, decoded.duration
 
 
 def _load_clips(files, frontend):

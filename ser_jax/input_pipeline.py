@@ -1,9 +1,26 @@
-"""Input pipeline: a random-access RAVDESS source -> one fold's actors -> fixed-shape batches.
+"""Input pipeline: random-access corpus sources -> one fold's speakers -> fixed-shape batches.
 
-The source is anything with `len()` and `source[i] -> dict` (a `tfds.data_source(...)` over
-the `ravdess/<subset>_<frontend>` array_record files, or a plain list of example dicts in
-tests) whose examples carry at least `log_mel` `(n_mels, frames)`, `emotion`, `actor`
-(and optionally `file_name`).
+A source is anything with `len()` and `source[i] -> dict` (a `tfds.data_source(...)` over
+the array_record files of any builder with the shared schema, e.g.
+`ravdess/<subset>_<frontend>` or `ser_tess/<frontend>`, or a plain list of example dicts in
+tests) whose examples carry at least `log_mel` `(n_mels, frames)`, `emotion`, and
+`speaker` (e.g. 'savee:DC') or a RAVDESS `actor` (optionally `file_name`).
+
+Speakers: clips are selected by their `speaker` string. A RAVDESS fold names actors as
+ints (`ser_jax.splits`), which stand for 'ravdess:NN' (`speaker_key`), so the RAVDESS
+protocol is unchanged; folds of other corpora name speaker strings
+(`config_lib.get_folds(config, fold_speakers(config.data, examples))`).
+
+Several datasets (multi-corpus training, `config.data.extra_train`): `load_all` reads
+`config.data.name` and each extra dataset and concatenates them; `Examples.groups` says
+which dataset each clip came from (0: `config.data.name`). `fold_split` keeps the
+speaker-independent test set on dataset 0 and trains on its training speakers plus every
+clip of the other datasets whose speaker is not a test speaker. With
+`config.data.sampling_weights` an epoch still has as many clips as the training selection,
+but dataset g contributes a share weight_g / sum(weights) of them (`epoch_order`): its
+clips are drawn without replacement, in a fresh order per pass, repeated when its share
+is larger than it is (an up-weighted small corpus) and a different subset each epoch when
+smaller. Without weights every training clip is seen once per epoch.
 
 Why plain numpy plus one prefetch thread, not Grain: the whole speech set (1440 clips,
 about 300 MB of float32 log-mels) fits in host memory, so it is read once
@@ -64,6 +81,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ser_jax import errors
+from ser_jax import labels as labels_lib
 
 log = logging.getLogger(__name__)
 
@@ -77,31 +95,68 @@ class Examples:
   Attributes:
     images: one float32 `(mel, frames)` array per clip (after `prepare_images` in
       `resize` mode: `(mel, time)` of the configured input shape).
-    labels: int32 `(N,)` emotion class ids.
-    actors: int32 `(N,)` actor ids.
+    labels: int32 `(N,)` emotion class ids (`ser_jax.labels.VOCABULARY`).
+    actors: int32 `(N,)` RAVDESS actor ids (0 for clips of other corpora).
     file_names: one name per clip ('' when the source has none).
     resized_to: the shape every image was resized to, or None (raw lengths).
+    speakers: str `(N,)` speaker ids ('ravdess:04', 'savee:DC'); None: from `actors`.
+    groups: int32 `(N,)` index of the dataset each clip came from (0: config.data.name,
+      i: config.data.extra_train[i - 1]); None: all 0.
   """
   images: list[np.ndarray]
   labels: np.ndarray
   actors: np.ndarray
   file_names: list[str]
   resized_to: tuple[int, int] | None = None
+  speakers: np.ndarray | None = None
+  groups: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.speakers is None:
+      self.speakers = np.asarray([speaker_key(int(a)) for a in self.actors], dtype=str)
+    if self.groups is None:
+      self.groups = np.zeros(len(self.images), np.int32)
 
   def __len__(self) -> int:
     return len(self.images)
 
-  def actor_ids(self) -> list[int]:
-    """The actors present, sorted (what reports list, not what a fold configured)."""
-    return sorted({int(a) for a in self.actors})
+  def speaker_ids(self) -> list[int | str]:
+    """The speakers present as folds name them, sorted (what reports list, not what a
+    fold configured): RAVDESS actor ints, other corpora's speaker strings."""
+    return sort_speakers({int(a) if a else str(s) for a, s in zip(self.actors, self.speakers)})
 
   def take(self, indices: Sequence[int]) -> 'Examples':
+    idx = np.asarray(indices, dtype=np.int64)
     return Examples(
-        images=[self.images[i] for i in indices],
-        labels=self.labels[np.asarray(indices, dtype=np.int64)],
-        actors=self.actors[np.asarray(indices, dtype=np.int64)],
-        file_names=[self.file_names[i] for i in indices],
-        resized_to=self.resized_to)
+        images=[self.images[i] for i in indices], labels=self.labels[idx],
+        actors=self.actors[idx], file_names=[self.file_names[i] for i in indices],
+        resized_to=self.resized_to, speakers=self.speakers[idx], groups=self.groups[idx])
+
+
+def concatenate(parts: Sequence[Examples]) -> Examples:
+  """The clips of `parts` in order; part i's clips get group i."""
+  if len({p.resized_to for p in parts}) > 1:
+    raise ValueError('concatenate: the parts were resized to different shapes')
+  return Examples(
+      images=[im for p in parts for im in p.images],
+      labels=np.concatenate([p.labels for p in parts]),
+      actors=np.concatenate([p.actors for p in parts]),
+      file_names=[n for p in parts for n in p.file_names], resized_to=parts[0].resized_to,
+      speakers=np.concatenate([p.speakers for p in parts]),
+      groups=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]))
+
+
+def sort_speakers(speakers: Iterable[int | str]) -> list[int | str]:
+  """Speaker ids sorted: RAVDESS actor ints first, then speaker strings."""
+  return sorted({int(s) if isinstance(s, (int, np.integer)) else str(s) for s in speakers},
+                key=lambda s: (isinstance(s, str), s))
+
+
+def speaker_key(speaker: int | str) -> str:
+  """A fold's speaker id as examples store it: RAVDESS actor 4 -> 'ravdess:04'."""
+  if isinstance(speaker, (int, np.integer)):
+    return labels_lib.speaker_id('ravdess', f'{int(speaker):02d}')
+  return str(speaker)
 
 
 def _to_str(x: Any) -> str:
@@ -128,7 +183,7 @@ def read_source(source: Any, *, dataset_name: str = 'dataset',
   n = len(source)
   if n == 0:
     raise errors.UserError(f'{dataset_name}: the data source holds no examples')
-  images, labels, actors, names = [], [], [], []
+  images, labels, actors, speakers, names = [], [], [], [], []
   getitems = getattr(source, '__getitems__', None)
   for start in range(0, n, chunk):
     keys = list(range(start, min(n, start + chunk)))
@@ -137,33 +192,104 @@ def read_source(source: Any, *, dataset_name: str = 'dataset',
       try:
         image = np.asarray(ex['log_mel'], dtype=np.float32)
         labels.append(int(ex['emotion']))
-        actors.append(int(ex['actor']))
+        # RAVDESS 1.0.0 builds have `actor` only; other corpora `speaker` only.
+        actor = int(ex['actor']) if 'actor' in ex else 0
+        speakers.append(_to_str(ex['speaker']) if 'speaker' in ex else
+                        speaker_key(int(ex['actor'])))
       except KeyError as e:
-        raise errors.UserError(f'{dataset_name}: examples need log_mel, emotion and actor; '
-                         f'missing {e} (keys: {sorted(ex)})') from e
+        raise errors.UserError(f'{dataset_name}: examples need log_mel, emotion and speaker '
+                               f'(or actor); missing {e} (keys: {sorted(ex)})') from e
       if image.ndim != 2:
         raise errors.UserError(f'{dataset_name}: log_mel must be (n_mels, frames), got '
                                f'shape {image.shape}')
       images.append(image)
+      actors.append(actor)
       names.append(_to_str(ex.get('file_name', '')))
   return Examples(images=images, labels=np.asarray(labels, np.int32),
-                  actors=np.asarray(actors, np.int32), file_names=names)
+                  actors=np.asarray(actors, np.int32), file_names=names,
+                  speakers=np.asarray(speakers, dtype=str))
 
 
-def select_actors(examples: Examples, actors: Iterable[int], *,
-                  dataset_name: str = 'dataset') -> Examples:
-  """Keeps the clips of `actors`; an empty result is an error naming both sides."""
-  wanted = sorted({int(a) for a in actors})
-  keep = np.flatnonzero(np.isin(examples.actors, wanted))
+def _speaker_ids(examples: Examples, keys, as_actors: bool) -> list:
+  """Speaker keys as a fold names them: RAVDESS actor ints or speaker strings."""
+  if as_actors:
+    return sorted({int(examples.actors[i]) for i in np.flatnonzero(
+        np.isin(examples.speakers, list(keys))) if examples.actors[i]})
+  return sorted(keys)
+
+
+def _speaker_indices(examples: Examples, speakers: Iterable[int | str], dataset_name: str,
+                     among: np.ndarray | None = None) -> np.ndarray:
+  """Indices of the clips of `speakers` (within the `among` mask); see select_speakers."""
+  wanted = sort_speakers(speakers)
+  as_actors = all(isinstance(s, (int, np.integer)) for s in wanted)
+  kind = 'actors' if as_actors else 'speakers'
+  among = np.ones(len(examples), bool) if among is None else among
+  keep = np.flatnonzero(np.isin(examples.speakers, [speaker_key(s) for s in wanted]) & among)
   if keep.size == 0:
+    present = _speaker_ids(examples, set(examples.speakers[among].tolist()), as_actors)
     raise errors.UserError(
-        f'Empty data selection: no clips of actors {wanted} in {dataset_name} '
-        f'(it holds actors {examples.actor_ids()}). Check config.folds and config.data.')
-  missing = sorted(set(wanted) - {int(a) for a in examples.actors[keep]})
+        f'Empty data selection: no clips of {kind} {wanted} in {dataset_name} '
+        f'(it holds {kind} {present}). Check config.folds and config.data.')
+  found = set(examples.speakers[keep].tolist())
+  missing = [s for s in wanted if speaker_key(s) not in found]
   if missing:
-    log.warning('%s holds no clips of actors %s (selected %s)', dataset_name, missing,
+    log.warning('%s holds no clips of %s %s (selected %s)', dataset_name, kind, missing,
                 wanted)
-  return examples.take(keep.tolist())
+  return keep
+
+
+def select_speakers(examples: Examples, speakers: Iterable[int | str], *,
+                    dataset_name: str = 'dataset') -> Examples:
+  """Keeps the clips of `speakers` (RAVDESS actor ints or speaker strings).
+
+  An empty result is an error naming both sides; speakers without clips are a warning.
+  """
+  return examples.take(_speaker_indices(examples, speakers, dataset_name).tolist())
+
+
+def fold_speakers(data_config, examples: Examples) -> tuple[str, ...] | None:
+  """The speakers folds are made of: None for RAVDESS (its actors 1..24, fixed so the
+  predecessor's folds never depend on the data), else dataset 0's speaker strings."""
+  if str(data_config.name).partition('/')[0] == 'ravdess':
+    return None
+  return tuple(sorted(set(examples.speakers[examples.groups == 0].tolist())))
+
+
+def fold_split(examples: Examples, fold, *, dataset_name: str = 'dataset'
+               ) -> tuple[Examples, Examples]:
+  """(train, test) clips of a speaker-independent fold (see the module docstring).
+
+  Test: dataset 0's clips of `fold.test`. Train: dataset 0's clips of `fold.train`, then
+  every clip of the other datasets whose speaker is not a test speaker (a RAVDESS song
+  clip of a held-out speech actor stays out).
+  """
+  main = examples.groups == 0
+  test = _speaker_indices(examples, fold.test, dataset_name, main)
+  train = _speaker_indices(examples, fold.train, dataset_name, main)
+  held_out = np.isin(examples.speakers, [speaker_key(s) for s in fold.test])
+  extra = np.flatnonzero(~main & ~held_out)
+  if (~main & held_out).any():
+    log.info('%d clips of the other datasets are left out of training: their speakers are '
+             'test speakers of this fold', int((~main & held_out).sum()))
+  return (examples.take(np.concatenate([train, extra]).tolist()),
+          examples.take(test.tolist()))
+
+
+def check_labels(examples: Examples, num_classes: int, dataset_names: Sequence[str]) -> None:
+  """Raises UserError if a clip's emotion has no class in a `num_classes` model.
+
+  `dataset_names[g]` names group g's dataset in the message.
+  """
+  bad = examples.labels >= num_classes
+  if bad.any():
+    emotions = sorted({labels_lib.VOCABULARY[int(c)] for c in examples.labels[bad]})
+    where = sorted({dataset_names[int(g)] for g in examples.groups[bad]})
+    raise errors.UserError(
+        f'{", ".join(where)} holds {int(bad.sum())} clips of {emotions} (class ids '
+        f'{sorted({int(c) for c in examples.labels[bad]})}), but config.model.num_classes='
+        f'{num_classes}; set config.model.num_classes={int(examples.labels.max()) + 1} '
+        '(classes: ser_jax.labels.VOCABULARY) or train without that dataset')
 
 
 @functools.lru_cache(maxsize=1024)
@@ -231,9 +357,49 @@ def _as_seed(seed: int | Sequence[int]) -> tuple[int, ...]:
   return (int(seed),) if np.isscalar(seed) else tuple(int(s) for s in seed)
 
 
-def epoch_order(num_examples: int, seed: int | Sequence[int], epoch: int) -> np.ndarray:
-  """The training order of `epoch`: a pure function of (seed, epoch)."""
-  return _rng(*_as_seed(seed), epoch).permutation(num_examples)
+def group_quotas(sizes: Sequence[int], weights: Sequence[float], total: int) -> np.ndarray:
+  """Clips per group in an epoch of `total`: shares weight / sum(weights), rounded so they
+  sum to `total` (largest remainders first, ties to the lower group)."""
+  w = np.asarray(weights, np.float64)
+  if len(w) != len(sizes) or (w < 0).any() or w.sum() <= 0:
+    raise errors.UserError(f'config.data.sampling_weights={tuple(weights)}: expected '
+                           f'{len(sizes)} non-negative weights, not all 0 (one for '
+                           'config.data.name, then one per config.data.extra_train)')
+  empty = [g for g, (n, wg) in enumerate(zip(sizes, w)) if wg > 0 and n == 0]
+  if empty:
+    raise errors.UserError(f'config.data.sampling_weights give datasets {empty} a weight, '
+                           'but this fold has no training clips of them')
+  raw = total * w / w.sum()
+  quotas = np.floor(raw).astype(np.int64)
+  order = np.argsort(-(raw - quotas), kind='stable')
+  quotas[order[:total - int(quotas.sum())]] += 1
+  return quotas
+
+
+def epoch_order(num_examples: int, seed: int | Sequence[int], epoch: int,
+                groups: np.ndarray | None = None, weights: Sequence[float] = ()
+                ) -> np.ndarray:
+  """The training order of `epoch`: `num_examples` clip indices, a pure function of
+  (seed, epoch).
+
+  Without `weights`: a permutation of every clip. With one weight per group (`groups`
+  gives each clip's): `group_quotas` clips of each group, each group's drawn in passes
+  over its clips (a fresh permutation per pass), then shuffled together.
+  """
+  seed = _as_seed(seed)
+  rng = _rng(*seed, epoch)
+  if not weights:
+    return rng.permutation(num_examples)
+  members = [np.flatnonzero(groups == g) for g in range(len(weights))]
+  quotas = group_quotas([len(m) for m in members], weights, num_examples)
+  chosen = []
+  for g, (m, quota) in enumerate(zip(members, quotas)):
+    passes = -(-int(quota) // max(len(m), 1))  # ceil
+    draws = [m[_rng(*seed, epoch, 0x67726F75, g, p).permutation(len(m))]
+             for p in range(passes)]
+    chosen.append(np.concatenate(draws)[:quota] if draws else np.zeros(0, np.int64))
+  chosen = np.concatenate(chosen)
+  return chosen[rng.permutation(num_examples)]
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -311,12 +477,15 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
     epoch: 0-based epoch.
     start_step: first step of the epoch to produce (resume inside an epoch).
     process_index, process_count: this host and the number of hosts.
+
+  `data_config.sampling_weights` (when set) weights the datasets of `examples.groups`.
   """
   seed = _as_seed(seed)
   n = len(examples)
   if n == 0:
     raise ValueError('train_batches: the training selection is empty')
-  order = epoch_order(n, seed, epoch)
+  order = epoch_order(n, seed, epoch, examples.groups,
+                      tuple(data_config.get('sampling_weights', ()) or ()))
   num_steps = steps_per_epoch(n, batch_size)
   host = _host_slice(batch_size, process_index, process_count)
   alpha = float(data_config.mixup_alpha)
@@ -449,21 +618,23 @@ def prefetch(iterator: Iterable[Any], size: int = 2) -> Iterator[Any]:
 
 
 def _manual_dir(data_config) -> str | None:
-  return data_config.get('manual_dir') or os.environ.get('RAVDESS_DIR') or None
+  # None lets the builder read its own variable ($RAVDESS_DIR, $TESS_DIR, ...).
+  return data_config.get('manual_dir') or None
 
 
-def _tfds_name(data_config) -> str:
+def _tfds_name(data_config, name: str | None = None) -> str:
   from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
-  return config_lib.tfds_name(data_config)
+  return config_lib.tfds_name(data_config, name)
 
 
 def prepare_dataset(data_config):
   """Returns the prepared TFDS builder of `config.data`, building it when missing.
 
   The TFDS name is `config_lib.tfds_name(config.data)` (e.g. 'ravdess/speech' with
-  front end 'predecessor48k' -> 'ravdess/speech_predecessor48k'). Building reads RAVDESS
-  from `config.data.manual_dir` (or $RAVDESS_DIR) when given, else lets the builder
-  download it; only when `config.data.download` is True.
+  front end 'predecessor48k' -> 'ravdess/speech_predecessor48k'). Building reads the
+  corpus from `config.data.manual_dir` when given, else from the builder's variable
+  ($RAVDESS_DIR, $TESS_DIR, ...), else RAVDESS is downloaded; only when
+  `config.data.download` is True.
   """
   return prepare_tfds(_tfds_name(data_config), data_config.get('data_dir'),
                   _manual_dir(data_config), bool(data_config.download))
@@ -471,16 +642,39 @@ def prepare_dataset(data_config):
 
 def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, download: bool):
   """`prepare_dataset` by TFDS name (e.g. 'ravdess/speech_predecessor48k')."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import  # registers 'ravdess'
+  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow_datasets as tfds
+  import tfds_corpora  # registers ser_tess, ser_savee, ser_emodb, ser_crema_d
+  import tfds_ravdess  # registers ravdess
+  # pylint: enable=g-import-not-at-top,unused-import
+  base, _, version = name.partition(':')
+  if version:  # an explicit version is read if prepared, never built
+    missing = (f'config.data.version={version!r}: {base} {version} is not prepared in '
+               f'{data_dir or "the default data_dir"}')
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except AssertionError as e:  # TFDS's "cannot be loaded at version ..."
+      raise errors.UserError(f'{missing} ({e})') from None
+    if not builder.is_prepared():
+      raise errors.UserError(f'{missing}; unset config.data.version to build it')
+    return builder
   builder = tfds.builder(name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
+  on_disk = _prepared_versions(builder)
+  if on_disk:  # never build a new version next to one a user may be relying on
+    raise errors.UserError(
+        f'{os.path.dirname(str(builder.data_dir))} holds {name} {", ".join(on_disk)}, not '
+        f'{builder.version} (this code\'s): read it with config.data.version='
+        f"'{on_disk[-1]}', or build {builder.version} into another data_dir or with "
+        f'python -m tfds_corpora {base.partition("/")[0]} --config={base.partition("/")[2]}')
   if not download:
+    dataset, _, config = name.partition('/')
     raise errors.UserError(
         f'TFDS dataset {name} is not prepared in {builder.data_dir} and '
-        'config.data.download is False. Build it (python -m tfds_ravdess) or set '
-        'config.data.download=True with config.data.manual_dir or $RAVDESS_DIR.')
+        f'config.data.download is False. Build it (python -m tfds_corpora {dataset} '
+        f'--config={config} --data_dir=...) or set config.data.download=True with '
+        'config.data.manual_dir or the builder\'s variable ($RAVDESS_DIR, $TESS_DIR, ...).')
   log.info('Preparing %s in %s (manual_dir=%s)', name, builder.data_dir, manual_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
@@ -488,7 +682,16 @@ def prepare_tfds(name: str, data_dir: str | None, manual_dir: str | None, downlo
   return builder
 
 
-@functools.lru_cache(maxsize=2)
+def _prepared_versions(builder) -> list[str]:
+  """Versions of `builder`'s dataset and config already prepared in its data_dir."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  config_dir = epath.Path(builder.data_dir).parent
+  if not config_dir.is_dir():
+    return []
+  return sorted(p.name for p in config_dir.iterdir() if (p / 'dataset_info.json').exists())
+
+
+@functools.lru_cache(maxsize=4)
 def _load_all_cached(name: str, data_dir: str | None, manual_dir: str | None,
                      download: bool) -> Examples:
   source = prepare_tfds(name, data_dir, manual_dir, download).as_data_source(split='train')
@@ -496,6 +699,12 @@ def _load_all_cached(name: str, data_dir: str | None, manual_dir: str | None,
 
 
 def load_all(data_config) -> Examples:
-  """Every clip of the configured dataset, read once per process and cached."""
-  return _load_all_cached(_tfds_name(data_config), data_config.get('data_dir'),
-                          _manual_dir(data_config), bool(data_config.download))
+  """Every clip of `config.data.name` (group 0), then of each `config.data.extra_train`
+  dataset (groups 1, 2, ...; same front end, built from the builders' own variables such as
+  $TESS_DIR), each read once per process and cached."""
+  names = [data_config.name, *(data_config.get('extra_train') or ())]
+  parts = [_load_all_cached(_tfds_name(data_config, name), data_config.get('data_dir'),
+                            _manual_dir(data_config) if i == 0 else None,
+                            bool(data_config.download))
+           for i, name in enumerate(names)]
+  return parts[0] if len(parts) == 1 else concatenate(parts)

@@ -4,15 +4,20 @@ Everything here is plain numpy on host values (labels and predictions gathered a
 eval step), so the numbers do not depend on the device count.
 
 Definitions (they match scikit-learn's `precision_recall_fscore_support` with
-`average='macro', zero_division=0` and `labels=None`):
+`average='macro', zero_division=0` and `labels=` the classes present in the true labels):
 - per class c: precision = TP / (TP + FP), recall = TP / (TP + FN),
   F1 = 2 P R / (P + R); a ratio whose denominator is 0 is 0 (no predictions of c gives
   precision 0, no true examples of c gives recall 0, P + R = 0 gives F1 0).
 - macro precision/recall/F1: the unweighted mean of the per-class values over the classes
-  that occur in the labels or in the predictions. A class absent from both contributes
-  nothing (it has no evidence either way); on a full RAVDESS fold every class occurs, so
-  this is the mean over all classes. Macro F1 is the mean of per-class F1, not the harmonic
-  mean of macro P and macro R.
+  PRESENT in the evaluated set, i.e. with at least one true example (support > 0). A class
+  without true examples has no recall to measure; averaging its 0 in would only measure
+  which classes the set lacks (a speech model evaluated on RAVDESS song, which has no
+  disgust or surprised, would lose a quarter of its macro recall for predicting them).
+  Its wrong predictions still count: they are misses of the present classes' recall and
+  appear in the confusion matrix and the per-class report. Every fold of the predecessor's
+  speech protocol holds every class, so there this is the mean over all classes. Macro
+  recall is the unweighted average recall (UAR) of the emotion literature. Macro F1 is the
+  mean of per-class F1, not the harmonic mean of macro P and macro R.
 - confusion[i][j]: how many examples of true class i were predicted as class j
   (rows = true class, columns = predicted class).
 """
@@ -85,7 +90,7 @@ def metrics_from_confusion(confusion: Any) -> dict:
   precision = _safe_divide(tp, predicted)
   recall = _safe_divide(tp, support)
   f1 = _safe_divide(2 * precision * recall, precision + recall)
-  present = (support > 0) | (predicted > 0)
+  present = support > 0  # classes with true examples (see the module docstring)
   total = int(cm.sum())
 
   def macro(v):

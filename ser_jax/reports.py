@@ -50,6 +50,9 @@ TABLE_HEADER = '| | Accuracy | Precision | Recall | F1-Score |'
 # The mark of metrics measured on actors the model trained on (ser_jax.evaluation): in
 # titles (markdown headings, plot titles) and as a line of the markdown.
 TRAINING_SPEAKERS = 'includes training speakers'
+_MACRO_NOTE = ('Precision, Recall and F1-Score are macro averages over the {} classes present '
+               'in the evaluated clips (ser_jax.metrics); Recall is the unweighted average '
+               'recall (UAR).')
 _COLUMN_NAMES = {'accuracy': 'Accuracy', 'precision': 'Precision', 'recall': 'Recall',
                  'f1': 'F1-Score'}
 
@@ -296,6 +299,11 @@ def _protocol_line(config: Any) -> str:
               f"held out, validation_seed {g('folds.validation_seed', 0)}; test actors unused)")
   data = f"`{g('data.name', '?')}`" + (f" (front end `{g('data.frontend')}`)"
                                        if g('data.frontend') else '')
+  if g('data.extra_train'):
+    weights = g('data.sampling_weights')
+    data += (' trained with ' + ', '.join(f'`{n}`' for n in g('data.extra_train'))
+             + (f" (sampling weights {', '.join(f'{w:g}' for w in weights)})" if weights
+                else ''))
   return (f"Protocol: data {data}, input {shape} ({g('data.crop_mode', '?')}), "
           f"{folds}, {g('num_epochs', '?')} epochs, batch "
           f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "
@@ -337,11 +345,13 @@ def write_fold_report(fold_dir: str | os.PathLike, metrics: Mapping[str, Any],
 
   title = str(metrics.get('title', fold_dir.name))
   md = [f'# Report: {title}', ''] + _training_speakers_lines(_training_speakers([metrics]))
+  md += [*metrics.get('notes', ()), ''] if metrics.get('notes') else []
   if metrics.get('test_actors') is not None:
     md += [f"Test actors: {', '.join(str(a) for a in metrics['test_actors'])}", '']
   examples = metrics.get('num_examples', sum(p['support'] for p in metrics['per_class']))
   md += [f'Examples: {examples}',
-         '', results_table([(title, metrics)]), '',
+         '', results_table([(title, metrics)]), '', _MACRO_NOTE.format(
+             sum(p['support'] > 0 for p in metrics['per_class'])), '',
          '## Per class', '', per_class_markdown(metrics, names), '',
          '## Confusion matrix (rows: true class, columns: predicted)', '',
          confusion_markdown(metrics['confusion'], names), '']
@@ -360,7 +370,8 @@ def write_fold_report(fold_dir: str | os.PathLike, metrics: Mapping[str, Any],
 
 def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[str, Any]],
                     summary: Mapping[str, Any], config: Any,
-                    class_names: Sequence[str] | None = None) -> dict[str, pathlib.Path]:
+                    class_names: Sequence[str] | None = None,
+                    notes: Sequence[str] = ()) -> dict[str, pathlib.Path]:
   """Writes results.json, results.md and the aggregated confusion-matrix PNG into `workdir`.
 
   Args:
@@ -370,6 +381,7 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
     summary: `ser_jax.metrics.summarize_folds(fold_results)`.
     config: the run's config (ConfigDict or mapping); `model.name` names the table row.
     class_names: class names in label order; None: RAVDESS emotions.
+    notes: lines stated under the title (e.g. a cross-corpus evaluation's classes).
 
   Returns:
     The written paths by kind: `json`, `markdown`, `confusion_png`.
@@ -405,6 +417,7 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
         f'Mean over {n} fold{"s" if n != 1 else ""} of '
         f'{"" if seen else "speaker-independent "}cross-validation '
         '(accuracy and macro-averaged precision, recall, F1 on the held-out actors).', '',
+        *(list(notes) + [''] if notes else []),
         results_table([(row_name, mean)]), '',
         _protocol_line(config), '',
         '## Per fold', '',

@@ -150,10 +150,9 @@ class _Progress:
 
 
 def _fold_data(config, examples, fold: splits.Fold, dataset_name: str):
-  """(train, test) clips of the fold, as the model sees them."""
-  select = lambda actors: input_pipeline.prepare_images(  # pylint: disable=g-long-lambda
-      input_pipeline.select_actors(examples, actors, dataset_name=dataset_name), config.data)
-  return select(fold.train), select(fold.test)
+  """(train, test) clips of the fold, as the model sees them (`input_pipeline.fold_split`)."""
+  return tuple(input_pipeline.prepare_images(part, config.data) for part in
+               input_pipeline.fold_split(examples, fold, dataset_name=dataset_name))
 
 
 def _init_or_restore(config, run: FoldRun, host_state) -> tuple[Any, int, list]:
@@ -179,18 +178,18 @@ def _check_same_data(run: FoldRun, step: int, meta: dict) -> None:
   """Refuses to resume a checkpoint on other training clips than it was trained on.
 
   The config may point elsewhere on resume (`data.data_dir` is a location), so the data
-  itself is compared: steps per epoch (the number of clips) and the actors present.
+  itself is compared: steps per epoch (the number of clips) and the speakers present.
   """
   epoch, recorded = int(meta['epoch']), meta.get('train_actors')
-  actors = run.train.actor_ids()
+  actors = run.train.speaker_ids()
   if step != epoch * run.steps_per_epoch or (recorded is not None and
                                              list(recorded) != actors):
     raise errors.UserError(
         f'{run.checkpoints.directory} step {step} was trained on other data than fold '
         f'{run.index} holds now: {step} steps in {epoch} epochs'
-        + (f' on actors {list(recorded)}' if recorded is not None else '')
+        + (f' on speakers {list(recorded)}' if recorded is not None else '')
         + f', where the data gives {run.steps_per_epoch} steps per epoch ({len(run.train)} '
-        f'clips) on actors {actors}. Point config.data at the dataset it was trained on, '
+        f'clips) on speakers {actors}. Point config.data at the dataset it was trained on, '
         'or use a new --workdir.')
 
 
@@ -263,7 +262,7 @@ def _save(config, run: FoldRun, state, epoch: int, history: list) -> None:
   # The actors it trained on, as present in the data: evaluation refuses to report on
   # them as held out.
   meta = dict(checkpoints.run_record(config), epoch=epoch + 1, history=history,
-              fold=run.index, train_actors=run.train.actor_ids())
+              fold=run.index, train_actors=run.train.speaker_ids())
   run.checkpoints.save(step, run.runner.host_state(state), meta)  # logs once committed
   run.last_good = f'Last good checkpoint: {run.checkpoints.directory} step {step}.'
 
@@ -315,9 +314,10 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
   """Trains and evaluates one fold; returns its metrics dict (with fold info)."""
   train_ex, test_ex = _fold_data(config, all_examples, fold, dataset_name)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_ex), int(config.batch_size))
-  log.info('Fold %d: train actors %s (%d clips, %d steps/epoch), test actors %s (%d clips)',
-           fold_index, train_ex.actor_ids(), len(train_ex), steps_per_epoch,
-           test_ex.actor_ids(), len(test_ex))
+  log.info('Fold %d: train speakers %s (%d clips, %d steps/epoch; per dataset %s), test '
+           'speakers %s (%d clips)', fold_index, train_ex.speaker_ids(), len(train_ex),
+           steps_per_epoch, np.bincount(train_ex.groups).tolist(), test_ex.speaker_ids(),
+           len(test_ex))
   model = model_init.build_model(config)
   init_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold_index))
@@ -336,8 +336,8 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
   fold_metrics = metrics_lib.classification_metrics(
       result['labels'], result['predictions'], int(config.model.num_classes))
   # The actors actually in the data (a fold names every actor of its scheme).
-  fold_metrics.update({'fold': fold_index, 'test_actors': test_ex.actor_ids(),
-                       'train_actors': train_ex.actor_ids(), 'eval_loss': result['loss'],
+  fold_metrics.update({'fold': fold_index, 'test_actors': test_ex.speaker_ids(),
+                       'train_actors': train_ex.speaker_ids(), 'eval_loss': result['loss'],
                        'num_train_examples': len(train_ex)})
   if jax.process_index() == 0:
     reports.write_fold_report(checkpoints.fold_dir(workdir, fold_index), fold_metrics,
@@ -382,8 +382,13 @@ def _cross_validate(config, workdir: pathlib.Path, folds, examples) -> dict[str,
     examples = input_pipeline.load_all(config.data)
   else:
     dataset_name = f'{dataset_name} (preloaded)'
-  log.info('%d clips of actors %s; %d devices (%s), %d processes, parallel=%s',
-           len(examples), examples.actor_ids(), jax.device_count(),
+  input_pipeline.check_labels(examples, int(config.model.num_classes), [
+      config_lib.tfds_name(config.data, n)
+      for n in (config.data.name, *(config.data.get('extra_train') or ()))])
+  if not folds:  # not RAVDESS: the folds are over the speakers the data holds
+    folds = config_lib.get_folds(config, input_pipeline.fold_speakers(config.data, examples))
+  log.info('%d clips of %d speakers; %d devices (%s), %d processes, parallel=%s',
+           len(examples), len(set(examples.speakers.tolist())), jax.device_count(),
            jax.devices()[0].platform, jax.process_count(), config.parallel)
   # Resize once for all folds (each fold then only selects).
   examples = input_pipeline.prepare_images(examples, config.data)

@@ -9,6 +9,12 @@ Built datasets (session-scoped, built once; each returns a TFDS `data_dir` str h
 - `synthetic_data_dir`: 64 synthetic clips (actors 1-8 x emotions 1-8, 0.5 s, 48 kHz,
   see tests/synthetic.py) whose pitch identifies the emotion, so a model can fit them.
 - `mini_data_dir`: the 240 real clips of `ravdess_mini` (skips when absent; ~20 s build).
+
+`corpora_mini` points at real samples of TESS, SAVEE, EmoDB and RAVDESS song in their
+distributed layouts (`CORPORA_MINI_DIR`, else `<repo>/../shared/corpora-mini`); tests that
+need it skip cleanly when it is absent. `corpora_data_dir` is a TFDS data_dir with each of
+them built (`CORPORA_DATASETS`, front end predecessor48k) plus `ravdess/speech` of the
+synthetic clips above (~30 s build).
 """
 import os
 import pathlib
@@ -34,6 +40,37 @@ def ravdess_mini():
   if d is None:
     pytest.skip("real RAVDESS subset not available (set RAVDESS_MINI_DIR)")
   return d
+
+
+@pytest.fixture(scope="session")
+def corpora_mini():
+  env = os.environ.get("CORPORA_MINI_DIR")
+  d = pathlib.Path(env) if env else REPO_ROOT.parent / "shared" / "corpora-mini"
+  if not (d / "tess").is_dir():
+    pytest.skip("real corpus samples not available (set CORPORA_MINI_DIR)")
+  return d
+
+
+# TFDS name -> folder of corpora-mini (None: the synthetic RAVDESS speech clips).
+CORPORA_DATASETS = {
+    "ser_tess/predecessor48k": "tess",
+    "ser_savee/predecessor48k": "savee",
+    "ser_emodb/predecessor48k": "emodb",
+    "ravdess/song_predecessor48k": "ravdess-song",
+    "ravdess/speech_predecessor48k": None,
+}
+
+
+@pytest.fixture(scope="session")
+def corpora_data_dir(corpora_mini, tmp_path_factory):
+  import synthetic  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp("corpora_tfds")
+  synthetic.write_synthetic_ravdess(root / "wavs", actors=range(1, 9),
+                                    emotions=range(1, 9), seconds=0.5)
+  for name, folder in CORPORA_DATASETS.items():
+    synthetic.build(name, root / "wavs" if folder is None else corpora_mini / folder,
+                    root / "tfds")
+  return str(root / "tfds")
 
 
 @pytest.fixture(scope="session")

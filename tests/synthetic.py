@@ -4,6 +4,9 @@
 depends on the emotion (a harmonic tone whose pitch is set by the emotion, slightly
 shifted per actor, plus a little noise), so a small model can learn emotion from the
 log-mel. `build_ravdess` builds the `ravdess` TFDS dataset from such a directory.
+`write_clip` writes one short tone in any container/sample format (the other corpora's
+dummy data and the bad-input corpus of tests/test_bad_inputs.py); `build` builds any
+registered corpus builder from a folder.
 """
 
 import os
@@ -107,4 +110,33 @@ def build_ravdess(wav_dir: str | os.PathLike, data_dir: str | os.PathLike,
                          num_workers=num_workers)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=os.fspath(wav_dir)))
+  return builder
+
+
+def write_clip(path: str | os.PathLike, seconds: float = 0.06, sample_rate: int = 16000,
+               *, fmt: str = "WAV", subtype: str = "PCM_16", channels: int = 1,
+               hz: float = 440.0, seed: int = 0) -> pathlib.Path:
+  """Writes a tone plus a little noise (folders created); returns the path.
+
+  `fmt` is the container whatever the name says (e.g. 'AIFF' into a `.wav`, as TESS has).
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+  y = 0.3 * np.sin(2 * np.pi * hz * t) + 0.003 * np.random.default_rng(seed).standard_normal(
+      t.shape)
+  y = np.repeat(y[:, None], channels, axis=1) if channels > 1 else y
+  sf.write(path, y.astype(np.float32), sample_rate, format=fmt, subtype=subtype)
+  return path
+
+
+def build(name: str, source: str | os.PathLike, data_dir: str | os.PathLike,
+          num_workers: int = 0):
+  """Builds TFDS `name` ('ser_tess/predecessor48k', ...) into `data_dir` from `source`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tfds_corpora  # pylint: disable=g-import-not-at-top,unused-import
+  import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import
+  builder = tfds.builder(name, data_dir=os.fspath(data_dir), num_workers=num_workers)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.fspath(source)))
   return builder

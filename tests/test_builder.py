@@ -12,6 +12,8 @@ import tensorflow_datasets as tfds
 import synthetic
 import tfds_ravdess  # pylint: disable=unused-import
 from ser_jax import features
+from ser_jax import labels
+from tfds_corpora import extract
 from tfds_ravdess import sources
 
 CONFIG = "speech_predecessor48k"
@@ -23,7 +25,7 @@ def _read_all(data_dir, config=CONFIG):
 
 
 def _dataset_dirs(data_dir, config=CONFIG):
-  """Version dirs of a config, e.g. ['1.0.0'] or ['incomplete.XYZ_1.0.0']."""
+  """Version dirs of a config, e.g. ['2.0.0'] or ['incomplete.XYZ_2.0.0']."""
   d = pathlib.Path(data_dir) / "ravdess" / config
   return sorted(p.name for p in d.iterdir()) if d.exists() else []
 
@@ -41,7 +43,8 @@ def test_registered_configs():
   assert builder_cls.DEFAULT_CONFIG_NAME == CONFIG
   b = tfds.builder("ravdess/song_panns16k", data_dir="/nonexistent-unused")
   assert b.info.features["log_mel"].shape == (64, None)
-  assert b.info.features["emotion"].names == list(sources.EMOTIONS)
+  assert b.info.features["emotion"].names == list(labels.VOCABULARY)
+  assert labels.VOCABULARY[:8] == sources.EMOTIONS  # RAVDESS's ids are unchanged
   assert "Livingstone" in b.info.citation
   assert b.info.file_format.value == "array_record"
 
@@ -99,7 +102,7 @@ def test_bad_name_skipped_with_warning(tmp_path, caplog):
   (tmp_path / "Actor_01" / "README.txt").write_text("not audio")
   with caplog.at_level(logging.WARNING, logger="tfds_ravdess.sources"):
     found = sources.find_sources(tmp_path, "speech")
-  assert [s.info.file_name for s in found] == [
+  assert [s.name for s in found] == [
       "03-01-02-01-01-01-01.wav", "03-01-03-01-01-01-01.wav"]
   assert "take 2.wav" in caplog.text and "not a RAVDESS file name" in caplog.text
 
@@ -116,7 +119,7 @@ def test_subset_filter(tmp_path):
   synthetic.write_synthetic_ravdess(tmp_path, actors=[1], emotions=[2], seconds=0.1)
   synthetic.write_synthetic_ravdess(tmp_path, actors=[1], emotions=[3], seconds=0.1,
                                     vocal_channel=2)
-  names = lambda subset: [s.info.file_name for s in sources.find_sources(tmp_path, subset)]
+  names = lambda subset: [s.name for s in sources.find_sources(tmp_path, subset)]
   assert names("speech") == ["03-01-02-01-01-01-01.wav"]
   assert names("song") == ["03-02-03-01-01-01-01.wav"]
   assert len(names("all")) == 2
@@ -150,7 +153,7 @@ def test_reads_official_zip(tmp_path):
   found = sources.find_sources(root, "speech")
   assert [s.member for s in found] == ["Actor_01/03-01-02-01-01-01-01.wav",
                                        "Actor_02/03-01-02-01-01-01-02.wav"]
-  _, values, _ = sources.extract(found[1], "predecessor48k")
+  values = extract.extract(1, found[1], "predecessor48k").values
   want = features.log_mel(features.load_audio(
       tmp_path / "x" / found[1].member, 48000), "predecessor48k")
   np.testing.assert_array_equal(values["log_mel"], want)
@@ -200,7 +203,7 @@ def test_undecodable_wav_fails_and_leaves_no_dataset(tmp_path):
   with pytest.raises(sources.RavdessInputError,
                      match=r"Actor_02/03-01-03-01-01-01-02\.wav: cannot decode"):
     synthetic.build_ravdess(wavs, data_dir, num_workers=2)  # error crosses the pool
-  # Only an `incomplete.*` dir may remain: TFDS renames it to `1.0.0` when done.
+  # Only an `incomplete.*` dir may remain: TFDS renames it to `2.0.0` when done.
   assert all(d.startswith("incomplete") for d in _dataset_dirs(data_dir))
   assert not tfds.builder(f"ravdess/{CONFIG}", data_dir=data_dir).is_prepared()
   with pytest.raises(Exception):
@@ -209,7 +212,7 @@ def test_undecodable_wav_fails_and_leaves_no_dataset(tmp_path):
   bad.write_bytes(good_bytes)  # fixed: the next build succeeds from scratch
   synthetic.build_ravdess(wavs, data_dir)
   assert len(_read_all(data_dir)) == 4
-  assert "1.0.0" in _dataset_dirs(data_dir)
+  assert "2.0.0" in _dataset_dirs(data_dir)
 
 
 def test_resample_and_downmix_logged(tmp_path, caplog):
@@ -330,11 +333,10 @@ def test_download_path_with_local_server(tmp_path, monkeypatch):
 
 
 def test_pool_uses_spawn_once_jax_is_loaded(tmp_path, monkeypatch):
-  from tfds_ravdess import ravdess_dataset_builder as rdb
   monkeypatch.delitem(sys.modules, "jax", raising=False)
-  assert rdb._start_method() == "fork"  # pylint: disable=protected-access
+  assert extract._start_method() == "fork"  # pylint: disable=protected-access
   monkeypatch.setitem(sys.modules, "jax", sys)  # any module object will do
-  assert rdb._start_method() == "spawn"  # pylint: disable=protected-access
+  assert extract._start_method() == "spawn"  # pylint: disable=protected-access
   wavs = tmp_path / "wavs"
   synthetic.write_synthetic_ravdess(wavs, actors=[1, 2], emotions=[2], seconds=0.1)
   synthetic.build_ravdess(wavs, tmp_path / "tfds", num_workers=2)  # spawned workers

@@ -18,6 +18,7 @@ import test_train  # pylint: disable=g-bad-import-order  # tests/ is on sys.path
 from ser_jax import checkpoints
 from ser_jax import config_lib
 from ser_jax import errors
+from ser_jax import features
 from ser_jax import input_pipeline
 from ser_jax import models
 from ser_jax import train
@@ -28,8 +29,28 @@ def test_tfds_name():
   assert config_lib.tfds_name(data) == 'ravdess/speech_predecessor48k'
   data.update(name='ravdess/all', frontend='panns16k')
   assert config_lib.tfds_name(data) == 'ravdess/all_panns16k'
-  data.update(name='tess', frontend='predecessor48k')
-  assert config_lib.tfds_name(data) == 'tess/predecessor48k'
+  data.update(name='ser_tess', frontend='predecessor48k')
+  assert config_lib.tfds_name(data) == 'ser_tess/predecessor48k'
+  assert config_lib.tfds_name(data, 'ravdess/song') == 'ravdess/song_predecessor48k'
+  for name, message in [('tess', "unknown dataset (did you mean 'ser_tess'?)"),
+                        ('ravdess/video', 'expected one of ravdess/{speech,song,all}'),
+                        ('ravdess', 'expected one of ravdess/{speech,song,all}'),
+                        ('ser_savee/speech', "expected 'ser_savee' (it has no subsets)")]:
+    with pytest.raises(errors.UserError, match=re.escape(message)):
+      config_lib.tfds_name(data, name)
+
+
+def test_datasets_are_the_registered_builders():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tfds_corpora  # pylint: disable=g-import-not-at-top
+  import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import
+  assert set(config_lib.DATASETS) == {'ravdess', *tfds_corpora.BUILDERS}
+  for dataset, subsets in config_lib.DATASETS.items():
+    configs = {c.name for c in tfds.builder_cls(dataset).BUILDER_CONFIGS}
+    for frontend in features.FRONTENDS:
+      data = ml_collections.ConfigDict({'name': dataset, 'frontend': frontend})
+      names = [f'{dataset}/{s}' for s in subsets] or [dataset]
+      assert {config_lib.tfds_name(data, n).split('/')[1] for n in names} <= configs
 
 
 def test_from_dict_reads_old_records():

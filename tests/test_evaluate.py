@@ -165,8 +165,8 @@ def test_training_speakers_are_refused_unless_allowed(run, tmp_path, monkeypatch
   """Issue 11, item 3: fold 0 trained on actors 1 and 2 (its checkpoint records them)."""
   workdir, _, examples = run
   for actors in ((1,), (2, 3), 'all'):
-    with pytest.raises(errors.UserError, match=r'actors \[(1|2|1, 2)\] are in the training '
-                       r'set of .*fold_0/checkpoints/\d+ \(it trained on actors \[1, 2\]\).*'
+    with pytest.raises(errors.UserError, match=r'speakers \[(1|2|1, 2)\] are in the training '
+                       r'set of .*fold_0/checkpoints/\d+ \(it trained on speakers \[1, 2\]\).*'
                        r'--allow_training_speakers'):
       evaluate.run_evaluation(workdir=workdir, examples=examples, folds=[0], actors=actors,
                               output_dir=tmp_path / 'refused')

@@ -18,6 +18,7 @@ from ser_jax import input_pipeline
 from ser_jax import model_init
 from ser_jax import models
 from ser_jax import pretrained
+from tfds_corpora import extract
 from tfds_ravdess import sources
 
 TEN_MS = 480  # samples at 48 kHz
@@ -34,7 +35,7 @@ def short_clip(tmp_path):
 def test_short_clip_gets_the_builders_features(short_clip, frontend):
   root, wav = short_clip
   [source] = sources.find_sources(root, 'speech')
-  _, built, _ = sources.extract(source, frontend)
+  built = extract.extract(0, source, frontend).values
   mel, seconds = inference.load_clip(wav, features.get_frontend(frontend))
   np.testing.assert_array_equal(mel, built['log_mel'])
   assert seconds == pytest.approx(0.01)

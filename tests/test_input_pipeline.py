@@ -32,16 +32,16 @@ def make_examples(n=13, mel=8, actors=(1, 2, 3), seed=0):
   return ip.read_source(items, dataset_name='synthetic')
 
 
-def test_read_source_and_select_actors():
+def test_read_source_and_select_speakers():
   ex = make_examples(n=9)
   assert len(ex) == 9 and ex.file_names[2] == 'clip2.wav'
   assert ex.labels.tolist() == [i % 8 for i in range(9)]
-  sel = ip.select_actors(ex, [2])
+  sel = ip.select_speakers(ex, [2])
   assert sel.actors.tolist() == [2, 2, 2] and sel.file_names == ['clip1.wav', 'clip4.wav',
                                                                   'clip7.wav']
   with pytest.raises(ValueError, match=r'no clips of actors \[5, 7\] in synthetic .*'
                      r'holds actors \[1, 2, 3\]'):
-    ip.select_actors(ex, [7, 5], dataset_name='synthetic')
+    ip.select_speakers(ex, [7, 5], dataset_name='synthetic')
   with pytest.raises(ValueError, match='missing'):
     ip.read_source([{'log_mel': np.zeros((2, 3)), 'actor': 1}])
 

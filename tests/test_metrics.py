@@ -22,7 +22,7 @@ def _reference(labels, predictions, num_classes):
     rec = tp / ntrue if ntrue else 0.0
     f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
     per_class.append((prec, rec, f1, ntrue))
-    if npred or ntrue:
+    if ntrue:
       present.append(c)
   macro = [sum(per_class[c][i] for c in present) / len(present) for i in range(3)]
   acc = sum(cm[c][c] for c in range(num_classes)) / len(labels)
@@ -61,17 +61,17 @@ def test_confusion_orientation_rows_are_true_class():
 
 def test_zero_division_gives_zero():
   # Class 1 is never predicted (precision 0/0 -> 0); class 2 never occurs as a label but is
-  # predicted (recall 0/0 -> 0, precision 0/1 = 0); class 3 occurs nowhere (left out of the
-  # macro average, as sklearn with labels=None).
+  # predicted (recall 0/0 -> 0, precision 0/1 = 0); class 3 occurs nowhere. Classes 2 and 3
+  # have no true examples: they are left out of the macro average.
   m = metrics.classification_metrics([0, 1, 1], [0, 2, 0], 4)
   pc = m['per_class']
   assert pc[1] == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 2}
   assert pc[2] == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 0}
   assert pc[3] == {'precision': 0.0, 'recall': 0.0, 'f1': 0.0, 'support': 0}
-  # Class 0: P = 1/2, R = 1, F1 = 2/3; macro over classes 0, 1, 2.
-  assert m['precision'] == pytest.approx(0.5 / 3)
-  assert m['recall'] == pytest.approx(1.0 / 3)
-  assert m['f1'] == pytest.approx((2 / 3) / 3)
+  # Class 0: P = 1/2, R = 1, F1 = 2/3; macro over the present classes 0 and 1.
+  assert m['precision'] == pytest.approx(0.5 / 2)
+  assert m['recall'] == pytest.approx(1.0 / 2)
+  assert m['f1'] == pytest.approx((2 / 3) / 2)
   assert m['accuracy'] == pytest.approx(1 / 3)
   assert all(np.isfinite([m['precision'], m['recall'], m['f1']]))
 
@@ -115,7 +115,8 @@ def test_matches_sklearn():
     n = int(rng.integers(1, 40))
     y, p = rng.integers(0, k, n), rng.integers(0, k, n)
     m = metrics.classification_metrics(y, p, k)
-    ref = skm.precision_recall_fscore_support(y, p, average='macro', zero_division=0)
+    ref = skm.precision_recall_fscore_support(y, p, labels=np.unique(y), average='macro',
+                                              zero_division=0)
     assert [m['precision'], m['recall'], m['f1']] == pytest.approx(ref[:3])
     assert m['confusion'] == skm.confusion_matrix(y, p, labels=range(k)).tolist()
 
@@ -158,3 +159,22 @@ def test_summarize_single_fold_and_errors():
     metrics.summarize_folds([])
   with pytest.raises(ValueError, match='lack'):
     metrics.summarize_folds([{'accuracy': 1.0}])
+
+
+def test_macro_averages_skip_classes_without_true_examples():
+  # RAVDESS song has no disgust (6) or surprised (7). A speech model that predicts them for
+  # some song clips: those clips are recall misses of their true classes, but the two
+  # absent classes add no zeros to the averages.
+  labels = [0, 1, 2, 3, 4, 5] * 2
+  preds = [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 6, 7]
+  m = metrics.classification_metrics(labels, preds, 8)
+  recalls = [pc['recall'] for pc in m['per_class']]
+  assert recalls == [1, 1, 1, 1, 0.5, 0.5, 0, 0]
+  assert m['recall'] == pytest.approx(5 / 6)  # UAR over the 6 present classes, not 5/8
+  assert m['precision'] == 1.0  # every prediction of a present class is right; not 6/8
+  assert m['confusion'][4][6] == m['confusion'][5][7] == 1  # the misses stay visible
+  # With every class present (every fold of the predecessor's protocol) nothing changes:
+  full = metrics.classification_metrics(list(range(8)) * 2, list(range(8)) + [1] * 8, 8)
+  per_class = full['per_class']
+  assert full['recall'] == pytest.approx(np.mean([pc['recall'] for pc in per_class]))
+  assert full['f1'] == pytest.approx(np.mean([pc['f1'] for pc in per_class]))

@@ -81,3 +81,38 @@ def test_validation_fold_rejects_bad_sizes():
   for n in (0, 18):
     with pytest.raises(ValueError, match='num_actors'):
       splits.validation_fold(fold, n)
+
+
+def test_folds_over_corpus_speaker_strings():
+  savee = ["savee:DC", "savee:JE", "savee:JK", "savee:KL"]
+  folds = splits.speaker_folds(savee + savee)  # repeats (one per clip) are fine
+  assert [f.test for f in folds] == [(s,) for s in savee]
+  assert folds[0].train == ("savee:JE", "savee:JK", "savee:KL")
+  _assert_partition(folds, savee)
+  crema = [f"crema_d:{a}" for a in range(1001, 1092)]
+  folds = splits.speaker_folds(crema, seed=3)  # more than 10 speakers: seeded 5-fold
+  assert len(folds) == 5 and sorted(len(f.test) for f in folds) == [18, 18, 18, 18, 19]
+  _assert_partition(folds, crema)
+  assert folds == splits.kfold(5, 3, crema) != splits.speaker_folds(crema, seed=4)
+  assert len(splits.speaker_folds([f"emodb:{i:02d}" for i in range(10)])) == 10  # LOSO
+
+
+def test_check_fold_rejects_unknown_and_shared_speaker_strings():
+  speakers = ("tess:OAF", "tess:YAF")
+  splits.check_fold(splits.Fold(train=("tess:OAF",), test=("tess:YAF",)), speakers)
+  with pytest.raises(ValueError, match=r"\['tess:XAF'\] are outside the 2 speakers"):
+    splits.check_fold(splits.Fold(train=("tess:OAF",), test=("tess:XAF",)), speakers)
+  with pytest.raises(ValueError, match="both train and test"):
+    splits.check_fold(splits.Fold(train=speakers, test=("tess:YAF",)), speakers)
+  with pytest.raises(ValueError, match="at least 2 speakers"):
+    splits.leave_one_speaker_out(["tess:OAF"])
+
+
+def test_validation_fold_with_a_gender_map():
+  gender = {"emodb:03": "male", "emodb:08": "female", "emodb:09": "female",
+            "emodb:10": "male", "emodb:11": "male", "emodb:13": "female"}
+  fold = splits.Fold(train=tuple(sorted(gender)[:-1]), test=("emodb:13",))
+  val = splits.validation_fold(fold, 2, seed=0, gender=gender)
+  assert sorted(gender[s] for s in val.test) == ["female", "male"]
+  assert set(val.train) | set(val.test) == set(fold.train)
+  assert splits.validation_fold(fold, 2, seed=0, gender=gender.get) == val

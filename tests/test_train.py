@@ -448,8 +448,8 @@ def test_large_config_tiny_steps_on_the_tfds_dataset(name, synthetic_data_dir):
   [(_, fold)] = config_lib.get_folds(config)
   examples = input_pipeline.prepare_images(input_pipeline.load_all(config.data),
                                            config.data)
-  train_ex = input_pipeline.select_actors(examples, fold.train)
-  test_ex = input_pipeline.select_actors(examples, fold.test)
+  train_ex = input_pipeline.select_speakers(examples, fold.train)
+  test_ex = input_pipeline.select_speakers(examples, fold.test)
   model = model_init.build_model(config)
   tx = steps.create_optimizer(config, steps.create_learning_rate_fn(config, 6))
   runner = parallel.make_runner(config, model, jax.random.PRNGKey(1))

@@ -146,6 +146,8 @@ CHANGES = [
     ('data.specaugment.enabled', True), ('data.specaugment.num_freq_masks', 1),
     ('data.specaugment.max_freq_width', 8), ('data.specaugment.num_time_masks', 1),
     ('data.specaugment.max_time_width', 8), ('data.mixup_alpha', 0.2),
+    ('data.extra_train', ('ser_tess',)), ('data.sampling_weights', (1.0, 0.5)),
+    ('data.version', '1.0.0'),
     ('folds.scheme', 'kfold'), ('folds.k', 5), ('folds.seed', 1), ('folds.test_actors', (3,)),
     ('folds.validation_actors', 2), ('folds.validation_seed', 1), ('batch_size', 8),
     ('optimizer.name', 'adamw'), ('optimizer.learning_rate', 1e-3),
@@ -207,8 +209,8 @@ def test_resuming_on_other_training_data_is_refused(trained, monkeypatch):
   monkeypatch.setitem(models.MODELS, 'tiny', test_train.TinyNet)
   fewer = test_train.synthetic_examples(clips_per_actor=4)  # 12 training clips: 3 steps
   with pytest.raises(errors.UserError, match=r'step 8 was trained on other data than fold 0 '
-                     r'holds now: 8 steps in 2 epochs on actors \[1, 2, 3\], where the data '
-                     r'gives 3 steps per epoch \(12 clips\) on actors \[1, 2, 3\]'):
+                     r'holds now: 8 steps in 2 epochs on speakers \[1, 2, 3\], where the data '
+                     r'gives 3 steps per epoch \(12 clips\) on speakers \[1, 2, 3\]'):
     train.train_and_evaluate(_base_config(), workdir, examples=fewer)
   assert sorted(p.name for p in checkpoints.checkpoint_dir(workdir, 0).iterdir()) == ['4', '8']
 

@@ -65,4 +65,4 @@ def test_build_cli_without_tensorflow(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   ds = tfds.data_source("ravdess/song_predecessor48k", split="train", data_dir=tmp_path)
   assert len(ds) == SPLITS["song"]
-  assert sorted((tmp_path / "ravdess" / "song_predecessor48k" / "1.0.0").glob("*.array_record*"))
+  assert sorted((tmp_path / "ravdess" / "song_predecessor48k" / "2.0.0").glob("*.array_record*"))

@@ -1,0 +1,1 @@
+"""`ser_savee`: SAVEE as log-mels (see savee_dataset_builder.py)."""
