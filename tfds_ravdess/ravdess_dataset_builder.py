@@ -1,9 +1,9 @@
 """The `ravdess` TFDS builder: RAVDESS audio as log-mel spectrograms.
 
 Configs are `<subset>_<frontend>`: subsets `speech`, `song`, `all`; front ends
-`predecessor48k`, `panns32k`, `panns16k` (`ser_jax.features.FRONTENDS`). Default:
-`speech_predecessor48k`. One split, `train`, holds every clip; folds are chosen at load time
-by actor (`ser_jax.splits`). Files are array_record, written and read without
+`predecessor48k`, `panns32k`, `panns16k`, `efficientat32k` (`ser_jax.features.FRONTENDS`).
+Default: `speech_predecessor48k`. One split, `train`, holds every clip; folds are chosen at
+load time by actor (`ser_jax.splits`). Files are array_record, written and read without
 TensorFlow:
 
   import tfds_ravdess  # registers 'ravdess'
@@ -13,7 +13,7 @@ TensorFlow:
 
 From the command line (TFDS's `build` command; the `tfds` entry point itself needs
 TensorFlow in TFDS 4.9.10): `python -m tfds_ravdess --config=speech_predecessor48k
---data_dir=DIR [--manual_dir=RAVDESS_DIR]` (no --config: all 9 configs).
+--data_dir=DIR [--manual_dir=RAVDESS_DIR]` (no --config: all 12 configs).
 
 Where the audio comes from, first match wins:
 1. `download_config.manual_dir`, when given explicitly;
@@ -61,12 +61,7 @@ def _make_configs() -> list[RavdessConfig]:
     for name, fe in features_lib.FRONTENDS.items():
       configs.append(RavdessConfig(
           name=f"{subset}_{name}", subset=subset, frontend=name,
-          description=(
-              f"RAVDESS {subset} clips as {fe.n_mels}-bin log-mels at "
-              f"{fe.sample_rate} Hz (n_fft {fe.n_fft}, window {fe.win_length}, "
-              f"hop {fe.hop_length}, {fe.fmin:g}-{fe.fmax:g} Hz, "
-              + ("dB re clip max, top_db 80" if fe.ref == "max" else
-                 "10*log10(max(S, 1e-10)), no top_db") + ")")))
+          description=f"RAVDESS {subset} clips as {fe.describe()}"))
   return configs
 
 
