@@ -89,6 +89,9 @@ def default() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-5
   c.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
   c.optimizer.label_smoothing = 0.0
+  # Regex (re.search) of the param paths that train, e.g. '^classifier_5/'; others get zero
+  # updates (no gradient step, no L2 or weight decay). '' trains all.
+  c.optimizer.trainable = ''
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'constant'  # 'constant' | 'warmup_cosine'

@@ -85,6 +85,21 @@ V3_LARGE = (
 )
 
 
+NUM_FEATURES = len(V3_LARGE) + 2  # features_0 (stem) .. features_16 (last conv)
+
+
+def trainable_after(frozen_features: int) -> str:
+  """`config.optimizer.trainable` for `frozen_features` frozen leading feature layers: every
+  later feature layer and the head ('' when nothing is frozen: every param trains)."""
+  if not 0 <= frozen_features <= NUM_FEATURES:
+    raise ValueError(f'trainable_after: frozen_features must be in 0..{NUM_FEATURES}, got '
+                     f'{frozen_features}')
+  if not frozen_features:
+    return ''
+  later = '|'.join(str(i) for i in range(frozen_features, NUM_FEATURES))
+  return rf'^(features_({later})|classifier_[25])/' if later else r'^classifier_[25]/'
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
   """Nearest multiple of `divisor` (at least `divisor`), never more than 10% below `value`."""
   rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
