@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
+from ser_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ser_jax import features  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ser_jax import models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ser_jax import pretrained  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -58,9 +59,10 @@ def imported(checkpoint, tmp_path_factory):
       except SystemExit as e:  # absl's app.run always exits
         assert not e.code, e.code
       ''', f'--checkpoint={checkpoint}', '--source=efficientat_mn',
-                           '--model=efficientat_mn04', '--num_classes=527', f'--output={out}')
+                           '--model=efficientat_mn04', '--num_classes=527',
+                           '--frontend=efficientat32k', f'--output={out}')
   assert '0 freshly initialised' in proc, proc
-  return pretrained.restore_imported(out)
+  return pretrained.restore_imported(out, frontend='efficientat32k')
 
 
 @pytest.fixture(scope='module')
@@ -135,7 +137,7 @@ def test_random_weights_match_torch(width):
   model = models.get_model(name, num_classes=10)
   x = _random_input(2)
   init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
-  variables = pretrained.merge_params(pretrained.convert(state, 'efficientat_mn'), init)
+  variables = pretrained.merge_params(convert.convert(state, 'efficientat_mn'), init)
   logits, embedding = jax.jit(lambda v, x: (model.apply(v, x),
                                             model.apply(v, x, method='embed')))(variables, x)
   want_logits, want_embedding = _torch_outputs(module, x)
@@ -180,7 +182,7 @@ def _random_mn01(x, **kwargs):
   model = models.get_model('efficientat_mn01', num_classes=3, **kwargs)
   init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
   state = torch_reference.state_dict_numpy(module)
-  return model, pretrained.merge_params(pretrained.convert(state, 'efficientat_mn'), init)
+  return model, pretrained.merge_params(convert.convert(state, 'efficientat_mn'), init)
 
 
 def test_mask_pools_only_real_steps():
@@ -237,15 +239,17 @@ def test_dont_load_gives_a_fresh_emotion_head(checkpoint):
                            jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x))
   with pytest.raises(pretrained.CheckpointError, match=r'params/classifier_5/kernel: '
                      r'checkpoint \(512, 527\), model \(512, 8\)'):
-    pretrained.load_pretrained(checkpoint, variables, source='efficientat_mn')
-  merged = pretrained.load_pretrained(checkpoint, variables, source=config.init.source,
+    pretrained.load_pretrained(checkpoint, variables, frontend='efficientat32k',
+                               source='efficientat_mn')
+  merged = pretrained.load_pretrained(checkpoint, variables, frontend=config.data.frontend,
+                                      source=config.init.source,
                                       dont_load=config.init.dont_load)
   fresh = {k for k in pretrained.flatten(merged) if k.split('/')[1] == 'classifier_5'}
   assert fresh == {'params/classifier_5/kernel', 'params/classifier_5/bias'}
   flat_merged, flat_init = pretrained.flatten(merged), pretrained.flatten(variables)
   for k in fresh:
     np.testing.assert_array_equal(flat_merged[k], flat_init[k])
-  state = pretrained.load_torch_checkpoint(checkpoint)
+  state = pretrained.load_state_dict(checkpoint)
   np.testing.assert_array_equal(flat_merged['params/classifier_2/kernel'],
                                 state['classifier.2.weight'].T)
   np.testing.assert_array_equal(flat_merged['batch_stats/features_16/bn/var'],
