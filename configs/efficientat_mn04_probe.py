@@ -20,11 +20,13 @@ from ser_jax.models import efficientat
 # The fine-tuning config, loaded by its path (config files are not an importable package).
 _FINE_TUNE = runpy.run_path(str(pathlib.Path(__file__).with_name('efficientat_mn04.py')))
 
+PROBE_LEARNING_RATE = 1e-3  # the fine-tuning rate; see docs/efficientat.md for the check
+
 
 def get_config(arg=None):
   """Returns the config; `arg='tiny'` gives the smoke-test variant."""
   c = _FINE_TUNE['get_config']()
   c.model.kwargs.frozen_features = efficientat.NUM_FEATURES  # the whole backbone
   c.optimizer.trainable = '^classifier_5/'
-  c.optimizer.learning_rate = 1e-3  # a single fresh layer: larger steps than fine-tuning
+  c.optimizer.learning_rate = PROBE_LEARNING_RATE
   return config_lib.with_variant(c, arg, __file__, tiny_input_shape=(128, 32))
