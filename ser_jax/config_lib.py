@@ -104,7 +104,7 @@ def default() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 2
 
   c.init = ml_collections.ConfigDict()
-  c.init.pretrained = ''  # .pth/.pt file or a launch/import_weights.py output directory
+  c.init.pretrained = ''  # weights file (.pth/.pt/.safetensors) or an import_weights.py directory
   c.init.source = ''  # converter name for a .pth (ser_jax.convert.SOURCES); '' for a directory
   c.init.dont_load = ()  # regexes of param paths meant to differ (new head, new stem)
   c.init.expect_pretrained = False  # warn loudly when True and no weights are given

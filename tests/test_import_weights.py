@@ -92,6 +92,23 @@ def test_refuses_to_overwrite_and_leaves_nothing_on_error(cnnx, tmp_path):
   assert list(tmp_path.iterdir()) == []
 
 
+def test_safetensors_imports_like_pth(cnnx, tmp_path):
+  """The same weights as .safetensors (what most checkpoints are published as): same import."""
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  module, _, out = cnnx
+  path = tmp_path / 'cnnx_fold0.safetensors'
+  safetensors_torch.save_file(module.state_dict(), path)
+  out_st = tmp_path / 'imported'
+  _, text = _import_cli(f'--checkpoint={path}', '--source=predecessor_cnnx', '--model=cnnx',
+                        f'--output={out_st}')
+  assert 'variables loaded, 0 freshly initialised' in text
+  want = pretrained.flatten(pretrained.restore_imported(out, frontend='predecessor48k'))
+  got = pretrained.flatten(pretrained.restore_imported(out_st, frontend='predecessor48k'))
+  assert sorted(got) == sorted(want)
+  for k, v in want.items():
+    np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
 def test_evaluate_predicts_like_pytorch(cnnx):
   """Evaluation of the imported checkpoint == the PyTorch model, clip by clip."""
   module, _, out = cnnx
