@@ -3,7 +3,7 @@
     labels = audioset.read_labels('class_labels_indices.csv')  # beside the checkpoint
     logits = model.apply(variables, log_mels)  # (batch, 527)
     for tags in audioset.top_k(logits, labels, k=5):
-      print(tags)  # [('Speech', 0.93), ('Male speech, man speaking', 0.41), ...]
+      print(tags)  # [(0, 'Speech', 0.93), (1, 'Male speech, man speaking', 0.41), ...]
 
 AudioSet is multi-label: each class's score is the sigmoid of its logit (not a softmax).
 """
@@ -47,8 +47,9 @@ def scores(logits) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-logits))
 
 
-def top_k(logits, labels: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
-  """The k highest-scoring (name, sigmoid score) pairs of each row of (batch, classes) logits.
+def top_k(logits, labels: list[str], k: int = 5) -> list[list[tuple[int, str, float]]]:
+  """The k highest-scoring (class index, name, sigmoid score) of each row of (batch, classes)
+  logits, best first.
 
   Raises:
     ValueError: the logits have another number of classes than `labels`.
@@ -58,4 +59,4 @@ def top_k(logits, labels: list[str], k: int = 5) -> list[list[tuple[str, float]]
     raise ValueError(f'top_k: logits of shape {p.shape} for {len(labels)} labels; expected '
                      f'(batch, {len(labels)})')
   order = np.argsort(-p, axis=1, kind='stable')[:, :k]
-  return [[(labels[i], float(row[i])) for i in idx] for row, idx in zip(p, order)]
+  return [[(int(i), labels[i], float(row[i])) for i in idx] for row, idx in zip(p, order)]

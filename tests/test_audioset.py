@@ -22,10 +22,11 @@ def test_read_labels_and_top_k(tmp_path):
   assert labels == ['Speech', 'Male speech, man speaking', 'Music']
   logits = np.array([[2.0, 0.0, -1.0], [-3.0, 1.0, 4.0]])
   tags = audioset.top_k(logits, labels, k=2)
-  assert [[name for name, _ in row] for row in tags] == [
-      ['Speech', 'Male speech, man speaking'], ['Music', 'Male speech, man speaking']]
-  assert tags[0][0][1] == pytest.approx(1 / (1 + np.exp(-2.0)))
-  assert tags[1][1][1] == pytest.approx(1 / (1 + np.exp(-1.0)))
+  assert [[(i, name) for i, name, _ in row] for row in tags] == [
+      [(0, 'Speech'), (1, 'Male speech, man speaking')],
+      [(2, 'Music'), (1, 'Male speech, man speaking')]]
+  assert tags[0][0][2] == pytest.approx(1 / (1 + np.exp(-2.0)))
+  assert tags[1][1][2] == pytest.approx(1 / (1 + np.exp(-1.0)))
   with pytest.raises(ValueError, match=r'logits of shape \(1, 2\) for 3 labels'):
     audioset.top_k(np.zeros((1, 2)), labels)
 
