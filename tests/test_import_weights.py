@@ -58,10 +58,14 @@ def cnnx(tmp_path_factory):
   pth = d / 'cnnx_fold0.pth'
   torch.save(module.state_dict(), pth)
   out = d / 'imported'
-  _, text = _import_cli(f'--checkpoint={pth}', '--source=predecessor_cnnx', '--model=cnnx',
-                        f'--output={out}')
-  assert 'variables loaded, 0 freshly initialised' in text
+  _import_cnnx(pth, out)
   return module, pth, out
+
+
+def _import_cnnx(checkpoint, out):
+  _, text = _import_cli(f'--checkpoint={checkpoint}', '--source=predecessor_cnnx',
+                        '--model=cnnx', f'--output={out}')
+  assert 'variables loaded, 0 freshly initialised' in text
 
 
 def test_output_layout_and_info(cnnx):
@@ -99,9 +103,7 @@ def test_safetensors_imports_like_pth(cnnx, tmp_path):
   path = tmp_path / 'cnnx_fold0.safetensors'
   safetensors_torch.save_file(module.state_dict(), path)
   out_st = tmp_path / 'imported'
-  _, text = _import_cli(f'--checkpoint={path}', '--source=predecessor_cnnx', '--model=cnnx',
-                        f'--output={out_st}')
-  assert 'variables loaded, 0 freshly initialised' in text
+  _import_cnnx(path, out_st)
   want = pretrained.flatten(pretrained.restore_imported(out, frontend='predecessor48k'))
   got = pretrained.flatten(pretrained.restore_imported(out_st, frontend='predecessor48k'))
   assert sorted(got) == sorted(want)
