@@ -147,3 +147,32 @@ class MelFrontEnd(nn.Module):
     power = spec.real ** 2 + spec.imag ** 2  # (batch, 513, frames)
     mel = torch.matmul(self.mel_basis, power)  # (batch, 128, frames)
     return ((mel + 1e-5).log() + 4.5)[:, None] / 5.0  # (batch, 1, 128, frames)
+
+
+# The registry-name protocol of tests/torch_reference.py (`REFERENCES`, `torch_reference`,
+# `to_torch_input`; name -> (constructor, converter source)), for bench/models.py; the widths
+# are those of ser_jax.models.efficientat.WIDTHS.
+WIDTHS = {f'efficientat_mn{round(10 * w):02d}': w
+          for w in (0.1, 0.2, 0.4, 0.5, 1.0, 2.0, 3.0, 4.0)}
+
+
+class Classifier(MobileNetV3):
+  """`MobileNetV3` whose forward returns the logits only, as a classifier's does."""
+
+  def forward(self, x):
+    return super().forward(x)[0]
+
+
+REFERENCES = {name: (lambda num_classes, w=w: Classifier(w, num_classes), 'efficientat_mn')
+              for name, w in WIDTHS.items()}
+
+
+def torch_reference(name, num_classes=8, **kwargs):
+  """The reference of registry model `name` (e.g. 'efficientat_mn04'), logits only."""
+  return REFERENCES[name][0](num_classes, **kwargs)
+
+
+def to_torch_input(name, x):
+  """Flax input (batch, mel, time, 1) -> torch (batch, 1, mel, time)."""
+  del name
+  return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
