@@ -2,6 +2,7 @@ r"""Per-model size, FLOPs and CPU training speed: Flax vs the PyTorch reference.
 
   python bench/models.py                                # every registered model
   python bench/models.py --models=cnnx,cnn_lstm --steps=5
+  python bench/models.py --models=efficientat_mn04 --frames=384   # its fine-tuning input
 
 For each model in `ser_jax.models.MODELS` prints:
 - params: trainable parameters of the Flax model (equal to the PyTorch reference's; the
@@ -13,7 +14,9 @@ For each model in `ser_jax.models.MODELS` prints:
 - train-step examples/s of the Flax model (jitted step: train-mode forward, softmax
   cross-entropy, backward, Adam lr 1e-4, BatchNorm statistics update) and of the same
   PyTorch reference module from tests/torch_reference*.py (eager, CPU, Adam lr 1e-4), at the
-  same batch (default 32), and their ratio (> 1: Flax is faster).
+  same batch (default 32), and their ratio (> 1: Flax is faster). EfficientAT
+  (`efficientat_mn01` .. `mn40`) trains its whole network here (frozen_features 0, unlike
+  configs/efficientat_mn04.py), against tests/torch_reference_efficientat.py.
 The two frameworks' steps alternate (one Flax step, one PyTorch step, ...) after a warm-up
 step each (which includes XLA's compile), and the *median* step time of each is reported,
 so background load on a shared machine hits both alike. Inputs are random: speed does not
@@ -159,13 +162,14 @@ def main(argv=None):
         f'({torch.get_num_threads()} threads); batch {args.batch_size}, input '
         f'{args.mels} x {args.frames}, median of {args.steps} steps each; XLA:CPU conv flag: '
         f'{ser_jax.XLA_CPU_FLAGS}')
-  header = (f'{"model":<14}{"params":>13}{"GFLOPs/ex":>11}{"flax ex/s":>11}'
+  width = max(len(n) for n in names + ['model']) + 2
+  header = (f'{"model":<{width}}{"params":>13}{"GFLOPs/ex":>11}{"flax ex/s":>11}'
             f'{"torch ex/s":>12}{"flax/torch":>12}')
   print(header)
   for name in names:
     r = bench_model(name, refs, args)
     note = '' if r['params'] == r['torch_params'] else f'  (torch params {r["torch_params"]:,})'
-    print(f'{r["name"]:<14}{r["params"]:>13,}{r["gflops"]:>11.2f}{r["flax"]:>11.1f}'
+    print(f'{r["name"]:<{width}}{r["params"]:>13,}{r["gflops"]:>11.2f}{r["flax"]:>11.1f}'
           f'{r["torch"]:>12.1f}{r["ratio"]:>12.2f}{note}', flush=True)
 
 

@@ -1,4 +1,4 @@
-r"""Imports a PyTorch checkpoint (.pth/.pt) into a Flax model: a thin launcher over
+r"""Imports a PyTorch checkpoint (.pth/.pt, or .safetensors) into a Flax model: a thin launcher over
 `ser_jax.pretrained.import_to_directory`.
 
   # The predecessor's own trained CNN-X:
@@ -21,7 +21,12 @@ against --frontend (the 16 kHz CNN14 needs --frontend=panns16k).
 of `{'params', 'batch_stats'}`) and `import_info.json` (what was imported, from where). It
 is written to a temporary sibling and renamed into place, and never overwritten. Use it as
 `--config.init.pretrained=<output>` for training (fine-tuning) or `--weights=<output>` for
-launch/evaluate.py and launch/predict.py.
+launch/evaluate.py, launch/predict.py, launch/tag.py and launch/embed.py. An AudioSet
+tagger's class list given with --labels is copied into it (`class_labels_indices.csv`):
+
+  python launch/import_weights.py --checkpoint=mn04_as_mAP_432.pt --source=efficientat_mn \
+      --model=efficientat_mn04 --num_classes=527 --frontend=efficientat32k \
+      --labels=class_labels_indices.csv --output=imported/mn04_as
 """
 
 import pathlib
@@ -36,7 +41,8 @@ _CONFIG = config_lib.define_config_flag(
     'Optional experiment config (configs/<model>.py): supplies --model, '
     '--num_classes, --source, --dont_load, --frontend and --input_shape unless given.',
     lock_config=False)
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The .pth/.pt file (torch.save).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The weights file: .pth/.pt (torch.save) '
+                                  'or .safetensors, told apart by content.')
 _SOURCE = flags.DEFINE_string('source', None, 'Converter (ser_jax.convert.SOURCES), e.g. '
                               'panns_cnn14, torchvision_vgg19_bn, predecessor_cnnx.')
 _MODEL = flags.DEFINE_string('model', None, 'Registry model name (ser_jax.models), e.g. '
@@ -55,6 +61,9 @@ _INPUT_SHAPE = flags.DEFINE_list('input_shape', None, "mel,time used to initiali
                                  "default: the config's, else (the front end's mels, 256) "
                                  '(CNN-X needs its training shape, 128,256).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the fresh (--dont_load) parameters.')
+_LABELS = flags.DEFINE_string('labels', None, "A tagger's class list (AudioSet's "
+                              'class_labels_indices.csv), one label per output: copied into '
+                              '--output for launch/tag.py.')
 flags.mark_flags_as_required(['checkpoint', 'output'])
 
 
@@ -97,7 +106,8 @@ def main(argv):
     config = _config()
     config_lib.validate(config, training=False)
     info = pretrained.import_to_directory(config, pathlib.Path(_CHECKPOINT.value),
-                                          pathlib.Path(_OUTPUT.value), seed=_SEED.value)
+                                          pathlib.Path(_OUTPUT.value), seed=_SEED.value,
+                                          labels_file=_LABELS.value)
   fresh = info['fresh']
   print(f'Imported {pathlib.Path(info["checkpoint"]).name} ({info["source"]}) into '
         f'{info["model"]}: {info["num_variables"] - len(fresh)} variables loaded, '

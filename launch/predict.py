@@ -37,9 +37,9 @@ _CONFIG = config_lib.define_config_flag(
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Training run whose fold checkpoint predicts.')
 _FOLD = flags.DEFINE_integer('fold', None, 'Fold checkpoint to use; default: the lowest one.')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
-_WEIGHTS = flags.DEFINE_string('weights', '', 'Imported weights (launch/import_weights.py '
-                               'directory or .pth with --config.init.source) instead of '
-                               '--workdir.')
+_WEIGHTS = flags.DEFINE_string('weights', '', 'Imported weights instead of --workdir: a '
+                               'launch/import_weights.py directory (its recorded model unless '
+                               '--config), or a weights file with --config.init.source.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'], 'Output format on stdout.')
 _PATTERN = flags.DEFINE_string('pattern', '*.wav', 'File pattern searched in folders (any case).')
 _SKIP_ERRORS = flags.DEFINE_boolean('skip_errors', False, 'Predict the readable files and list '
@@ -56,7 +56,7 @@ def main(argv):
   with errors.exit_on_user_error('predict.py'):
     config = _CONFIG.value
     if _BATCH_SIZE.value:
-      config = inference.resolve_config(config, _WORKDIR.value or None)
+      config = inference.resolve_config(config, _WORKDIR.value or None, _WEIGHTS.value or None)
       config.eval_batch_size = _BATCH_SIZE.value
     doc = inference.run_prediction(
         argv[1:], config=config, workdir=_WORKDIR.value or None, fold=_FOLD.value,

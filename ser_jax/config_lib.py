@@ -103,6 +103,9 @@ def default() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-5
   c.optimizer.grad_clip_norm = 0.0  # 0 disables clipping
   c.optimizer.label_smoothing = 0.0
+  # Regex (re.search) of the param paths that train, e.g. '^classifier_5/'; others get zero
+  # updates (no gradient step, no L2 or weight decay). '' trains all.
+  c.optimizer.trainable = ''
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'constant'  # 'constant' | 'warmup_cosine'
@@ -115,7 +118,7 @@ def default() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 2
 
   c.init = ml_collections.ConfigDict()
-  c.init.pretrained = ''  # .pth/.pt file or a launch/import_weights.py output directory
+  c.init.pretrained = ''  # weights file (.pth/.pt/.safetensors) or an import_weights.py directory
   c.init.source = ''  # converter name for a .pth (ser_jax.convert.SOURCES); '' for a directory
   c.init.dont_load = ()  # regexes of param paths meant to differ (new head, new stem)
   c.init.expect_pretrained = False  # warn loudly when True and no weights are given

@@ -136,6 +136,18 @@ PREDECESSOR_RESNET18 = [
     Rule(r'classifier', 'classifier'),
 ]
 
+# EfficientAT MobileNetV3 (`mn04_as_mAP_432.pt` and the other widths; a bare state_dict):
+# torch Sequential indices become '_'-joined module names (ser_jax.models.efficientat).
+EFFICIENTAT_MN = [
+    Rule(r'features\.(\d+)\.0', r'features_\1/conv'),  # stem (0) and last conv (16)
+    Rule(r'features\.(\d+)\.1', r'features_\1/bn'),
+    Rule(r'features\.(\d+)\.block\.(\d)\.0', r'features_\1/block_\2/conv'),
+    Rule(r'features\.(\d+)\.block\.(\d)\.1', r'features_\1/block_\2/bn'),
+    Rule(r'features\.(\d+)\.block\.(\d)\.conc_se_layers\.(\d)\.(fc[12])',
+         r'features_\1/block_\2/conc_se_layers_\3/\4'),
+    Rule(r'classifier\.([25])', r'classifier_\1'),  # the "mlp" head's two Linear layers
+]
+
 SOURCES: dict[str, list[Rule]] = {
     'panns_cnn14': PANNS_CNN14,
     'predecessor_cnn14': PREDECESSOR_CNN14,
@@ -148,6 +160,7 @@ SOURCES: dict[str, list[Rule]] = {
     'predecessor_vgg19_attn': PREDECESSOR_VGG19_ATTN,
     'predecessor_alexnet_attn': PREDECESSOR_ALEXNET_ATTN,
     'predecessor_resnet18': PREDECESSOR_RESNET18,
+    'efficientat_mn': EFFICIENTAT_MN,
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Log-mel front ends: the predecessor's 48 kHz one and the PANNs 32/16 kHz ones.
+"""Log-mel front ends: the predecessor's 48 kHz one, the PANNs 32/16 kHz ones, EfficientAT's.
 
 `log_mel(waveform, frontend)` returns a float32 `(n_mels, frames)` array (mel-major),
-computed with a float32 STFT and a cached sparse Slaney mel filterbank. It reproduces
+computed with a float32 STFT and a cached sparse mel filterbank. For the librosa-style front
+ends it reproduces
 
   S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, win_length=win_length,
           hop_length=hop_length, n_mels=n_mels, fmin=fmin, fmax=fmax, pad_mode=pad_mode)
@@ -17,6 +18,11 @@ Front ends (the facts are in the project's REFERENCE notes):
 - `panns32k`: PANNs CNN14 (32 kHz): n_fft = window 1024, hop 320, 64 mels, 50-14000 Hz,
   reflect padding, 10*log10(max(S, 1e-10)), no top_db.
 - `panns16k`: PANNs CNN14 16 kHz: 512, 160, 64 mels, 50-8000 Hz, otherwise as panns32k.
+- `efficientat32k`: EfficientAT's MobileNetV3 AudioSet models (eval mode): pre-emphasis
+  [-0.97, 1] ('valid', one sample shorter), 32 kHz, n_fft 1024, symmetric Hann window of 800
+  zero-padded centrally to 1024, hop 320, reflect padding, power 2, Kaldi's mel bank
+  (128 bins, 0-15000 Hz, `kaldi_mel_filterbank`), ln(S + 1e-5), then (x + 4.5) / 5. The same
+  as its `torch.stft`-based module within float32 noise (tested).
 
 `load_audio(path, sample_rate)` decodes with soundfile (by content: a `.wav` may hold
 AIFF), averages channels to mono and resamples like librosa.load (res_type 'soxr_hq');
@@ -44,9 +50,17 @@ from ser_jax import errors
 log = logging.getLogger(__name__)
 
 
+LOGS = ("db", "ln")
+MEL_SCALES = ("slaney", "kaldi")
+
+
 @dataclasses.dataclass(frozen=True)
 class FrontEnd:
-  """Parameters of one log-mel front end."""
+  """Parameters of one log-mel front end.
+
+  The fields after `pad_mode` default to librosa's behaviour (the predecessor's and
+  PANNs' front ends); EfficientAT's sets them all.
+  """
   name: str
   sample_rate: int
   n_fft: int
@@ -55,16 +69,59 @@ class FrontEnd:
   n_mels: int
   fmin: float
   fmax: float
-  # 'max': dB relative to the clip's maximum (librosa ref=np.max); 'one': ref=1.0.
-  ref: str
+  # log 'db' only: 'max': dB relative to the clip's maximum (librosa ref=np.max); 'one':
+  # ref=1.0. None for log 'ln'.
+  ref: str | None
+  # Keeps the log finite: 'db' floors, 10 log10(max(S, amin)); 'ln' adds, ln(S + amin).
   amin: float
-  top_db: float | None
+  top_db: float | None  # 'db' only
   # Padding of the centred STFT (librosa >= 0.10 defaults to 'constant').
   pad_mode: str
+  # y[n] = x[n + 1] - preemphasis * x[n] before the STFT ('valid': one sample shorter);
+  # 0 for none.
+  preemphasis: float = 0.0
+  # Hann window: periodic (librosa's, torch.hann_window's default) or symmetric
+  # (torch.hann_window(periodic=False)).
+  periodic_window: bool = True
+  mel_scale: str = "slaney"  # 'slaney' (librosa's default) | 'kaldi' (kaldi_mel_filterbank)
+  # 'db': power_to_db with ref, amin, top_db; 'ln': (ln(S + amin) + log_shift) / log_scale.
+  log: str = "db"
+  log_shift: float = 0.0
+  log_scale: float = 1.0
+
+  def __post_init__(self):
+    if self.log not in LOGS:
+      raise ValueError(f"FrontEnd {self.name}: log must be one of {LOGS}, got {self.log!r}")
+    if self.mel_scale not in MEL_SCALES:
+      raise ValueError(f"FrontEnd {self.name}: mel_scale must be one of {MEL_SCALES}, got "
+                       f"{self.mel_scale!r}")
+    if self.log == "db" and self.ref not in ("max", "one"):
+      raise ValueError(f"FrontEnd {self.name}: ref must be 'max' or 'one' for log 'db', got "
+                       f"{self.ref!r}")
+    if self.log == "ln" and (self.ref is not None or self.top_db is not None):
+      raise ValueError(f"FrontEnd {self.name}: log 'ln' takes no ref or top_db")
+
+  @property
+  def min_samples(self) -> int:
+    """Shortest waveform the STFT takes (reflect padding needs more than n_fft / 2)."""
+    need = self.n_fft // 2 + 1 if self.pad_mode == "reflect" else 1
+    return need + (1 if self.preemphasis else 0)
 
   def num_frames(self, num_samples: int) -> int:
-    """Frames of a centred STFT of `num_samples` samples."""
-    return 1 + num_samples // self.hop_length
+    """Frames of a centred STFT of `num_samples` samples (after any pre-emphasis)."""
+    return 1 + (num_samples - (1 if self.preemphasis else 0)) // self.hop_length
+
+  def describe(self) -> str:
+    """One line for dataset descriptions, e.g. '128-bin log-mels at 48000 Hz (...)'."""
+    if self.log == "db":
+      log = ("dB re clip max, top_db 80" if self.ref == "max" else
+             "10*log10(max(S, 1e-10)), no top_db")
+    else:
+      log = (f"pre-emphasis {self.preemphasis:g}, symmetric window, {self.mel_scale} mels, "
+             f"(ln(S + {self.amin:g}) + {self.log_shift:g}) / {self.log_scale:g}")
+    return (f"{self.n_mels}-bin log-mels at {self.sample_rate} Hz (n_fft {self.n_fft}, "
+            f"window {self.win_length}, hop {self.hop_length}, "
+            f"{self.fmin:g}-{self.fmax:g} Hz, {log})")
 
 
 FRONTENDS: dict[str, FrontEnd] = {
@@ -80,6 +137,12 @@ FRONTENDS: dict[str, FrontEnd] = {
         name="panns16k", sample_rate=16000, n_fft=512, win_length=512,
         hop_length=160, n_mels=64, fmin=50.0, fmax=8000.0, ref="one",
         amin=1e-10, top_db=None, pad_mode="reflect"),
+    "efficientat32k": FrontEnd(
+        name="efficientat32k", sample_rate=32000, n_fft=1024, win_length=800,
+        hop_length=320, n_mels=128, fmin=0.0, fmax=15000.0, ref=None,
+        amin=1e-5, top_db=None, pad_mode="reflect", preemphasis=0.97,
+        periodic_window=False, mel_scale="kaldi", log="ln", log_shift=4.5,
+        log_scale=5.0),
 }
 
 
@@ -268,11 +331,14 @@ def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
 
 
 def mel_filterbank(frontend: FrontEnd) -> np.ndarray:
-  """Slaney-normalised triangular mel filters, float32 `(n_mels, n_fft//2+1)`.
+  """The front end's mel filters, float32 `(n_mels, n_fft//2+1)`.
 
-  Equal to `librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)` (tested), without
-  importing librosa (~2 s of CPU per process).
+  'slaney': Slaney-normalised triangles, equal to `librosa.filters.mel(sr, n_fft, n_mels,
+  fmin, fmax)` (tested), without importing librosa (~2 s of CPU per process).
+  'kaldi': `kaldi_mel_filterbank`.
   """
+  if frontend.mel_scale == "kaldi":
+    return kaldi_mel_filterbank(frontend)
   fft_hz = np.fft.rfftfreq(frontend.n_fft, d=1.0 / frontend.sample_rate)  # (freq,)
   edges = _mel_to_hz(np.linspace(_hz_to_mel(frontend.fmin), _hz_to_mel(frontend.fmax),
                                  frontend.n_mels + 2))  # (n_mels + 2,)
@@ -285,6 +351,30 @@ def mel_filterbank(frontend: FrontEnd) -> np.ndarray:
     weights[i] = np.maximum(0, np.minimum(rising, falling))
   weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # equal area per filter
   return weights
+
+
+def _kaldi_hz_to_mel(hz):
+  return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
+
+
+def kaldi_mel_filterbank(frontend: FrontEnd) -> np.ndarray:
+  """Kaldi's mel bank (`get_mel_banks`, no VTLN warp), float32 `(n_mels, n_fft//2+1)`.
+
+  What EfficientAT's front end uses (through torchaudio, which has no CPU build here):
+  mel(f) = 1127 ln(1 + f / 700); triangles of height 1, linear in mel (not Hz) and not
+  area-normalised, equally spaced between mel(fmin) and mel(fmax); evaluated at the bin
+  frequencies k * sr / n_fft for k < n_fft / 2 only, so the Nyquist bin gets a zero column
+  (EfficientAT pads it on).
+  """
+  mel_lo, mel_hi = _kaldi_hz_to_mel(frontend.fmin), _kaldi_hz_to_mel(frontend.fmax)
+  delta = (mel_hi - mel_lo) / (frontend.n_mels + 1)
+  edges = mel_lo + delta * np.arange(frontend.n_mels + 2)  # (n_mels + 2,) triangle corners
+  k = np.arange(frontend.n_fft // 2)
+  mel = _kaldi_hz_to_mel(k * frontend.sample_rate / frontend.n_fft)  # (n_fft // 2,)
+  rising = (mel[None, :] - edges[:-2, None]) / delta  # (n_mels, n_fft // 2)
+  falling = (edges[2:, None] - mel[None, :]) / delta
+  weights = np.maximum(0.0, np.minimum(rising, falling))
+  return np.pad(weights, ((0, 0), (0, 1))).astype(np.float32)  # (n_mels, n_fft // 2 + 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -300,9 +390,11 @@ def _mel_basis(frontend: FrontEnd) -> scipy.sparse.csr_matrix:
 
 @functools.lru_cache(maxsize=None)
 def _window(frontend: FrontEnd) -> np.ndarray:
-  # Periodic Hann of win_length, zero-padded on both sides to n_fft (as librosa does).
+  # Hann of win_length (periodic: period n; symmetric: n - 1), zero-padded on both sides
+  # to n_fft (as librosa and torch.stft do).
   n = frontend.win_length
-  w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+  period = n if frontend.periodic_window else n - 1
+  w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / period)
   left = (frontend.n_fft - n) // 2
   return np.pad(w, (left, frontend.n_fft - n - left)).astype(np.float32)
 
@@ -327,10 +419,13 @@ def mel_power(waveform: np.ndarray, frontend: FrontEnd) -> np.ndarray:
   y = np.asarray(waveform, dtype=np.float32)
   if y.ndim != 1:
     raise ValueError(f"waveform must be 1-D (samples,), got shape {y.shape}")
+  if y.shape[0] < frontend.min_samples:
+    raise ValueError(f"waveform of {y.shape[0]} samples is too short for front end "
+                     f"{frontend.name} (needs {frontend.min_samples})")
+  if frontend.preemphasis:
+    # A 'valid' 1-D convolution with kernel [-coef, 1]: one sample shorter.
+    y = y[1:] - np.float32(frontend.preemphasis) * y[:-1]
   half = frontend.n_fft // 2
-  if frontend.pad_mode == "reflect" and y.shape[0] <= half:
-    raise ValueError(f"waveform of {y.shape[0]} samples is too short for reflect "
-                     f"padding of {half}")
   y = np.pad(y, half, mode=frontend.pad_mode)  # centred frames
   frames = np.lib.stride_tricks.sliding_window_view(y, frontend.n_fft)
   frames = frames[::frontend.hop_length]  # (frames, n_fft), a view
@@ -357,21 +452,30 @@ def power_to_db(power: np.ndarray, frontend: FrontEnd) -> np.ndarray:
   return db.astype(np.float32)
 
 
+def compress(power: np.ndarray, frontend: FrontEnd) -> np.ndarray:
+  """Mel power -> the front end's log scale ('db': `power_to_db`; 'ln': shifted, scaled ln)."""
+  if frontend.log == "db":
+    return power_to_db(power, frontend)
+  out = np.log(power + np.float32(frontend.amin))  # float32 throughout
+  return ((out + np.float32(frontend.log_shift)) / np.float32(frontend.log_scale)).astype(
+      np.float32)
+
+
 def log_mel(waveform: np.ndarray, frontend: FrontEnd | str) -> np.ndarray:
-  """Log-mel spectrogram in dB, float32 `(n_mels, frames)` (mel-major)."""
+  """Log-mel spectrogram on the front end's log scale, float32 `(n_mels, frames)`."""
   if isinstance(frontend, str):
     frontend = get_frontend(frontend)
-  return power_to_db(mel_power(waveform, frontend), frontend)
+  return compress(mel_power(waveform, frontend), frontend)
 
 
 def clip_to_features(waveform: np.ndarray, sample_rate: int,
                      frontend: FrontEnd | str) -> tuple[np.ndarray, list[str]]:
   """A decoded clip -> its model features, the same for the dataset builder and prediction.
 
-  The one place the short-clip rule lives: a clip of at most n_fft / 2 samples (16 ms at
-  panns32k and panns16k) is too short for the reflect padding of the PANNs front ends, so
-  it is zero-padded at the end to n_fft / 2 + 1 samples first (the predecessor's front
-  end pads with zeros anyway and takes any length).
+  The one place the short-clip rule lives: a clip shorter than `fe.min_samples` (n_fft / 2
+  + 1 samples for reflect padding, 16 ms at panns32k and panns16k, one more where
+  pre-emphasis takes one) is zero-padded at the end to that length first (the predecessor's
+  front end pads with zeros anyway and takes any length).
 
   Args:
     waveform: float32 mono `(samples,)`.
@@ -390,8 +494,8 @@ def clip_to_features(waveform: np.ndarray, sample_rate: int,
     notes.append(f"resampled {sample_rate} Hz to {fe.sample_rate} Hz")
     y = librosa.resample(y, orig_sr=sample_rate, target_sr=fe.sample_rate,
                          res_type="soxr_hq").astype(np.float32)
-  n = fe.n_fft // 2 + 1
-  if fe.pad_mode == "reflect" and len(y) < n:
+  n = fe.min_samples
+  if len(y) < n:
     notes.append(f"zero-padded {len(y)} to {n} samples (shorter than the {fe.name} window)")
     y = np.pad(y, (0, n - len(y)))  # reflect padding needs > n_fft/2 samples
   return log_mel(y, fe), notes

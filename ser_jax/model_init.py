@@ -102,6 +102,6 @@ def check_pretrained_setting(config) -> None:
     raise errors.UserError(f'config.init.pretrained={path} does not exist')
   if not os.path.isdir(path) and config.init.source not in convert.SOURCES:
     raise errors.UserError(
-        f'config.init.source={config.init.source!r}: a .pth/.pt checkpoint ({path}) needs '
+        f'config.init.source={config.init.source!r}: a weights file ({path}) needs '
         f'a converter, one of {sorted(convert.SOURCES)}')
   pretrained.check_weights_frontend(path, config.init.source, config.data.frontend)

@@ -1,12 +1,13 @@
 """Pretrained weights: read a checkpoint file, convert it, merge it strictly into a model.
 
 1. `load_state_dict(path) -> dict[str, np.ndarray]`: the one entry for weight files; the
-   reader is chosen by the file's first bytes (today `ser_jax.torch_file` for `torch.save`
-   files; a new format adds a reader there).
+   reader is chosen by the file's first bytes, never its name (`ser_jax.torch_file` for
+   `torch.save` files, `ser_jax.safetensors_file` for `.safetensors`; a new format adds a
+   reader there).
 2. `merge_params(loaded, init, dont_load)`: a strict merge (in the spirit of big_vision's)
    of converted variables into freshly initialised ones.
 3. `init_from_pretrained(variables, config)`: what training does when
-   `config.init.pretrained` is set; `load_pretrained` (a `.pth`/`.pt` converted on the fly
+   `config.init.pretrained` is set; `load_pretrained` (a weights file converted on the fly
    with `ser_jax.convert`, or a `launch/import_weights.py` directory) is what evaluation
    with `--weights` uses, and `import_checkpoint` what launch/import_weights.py does.
 
@@ -28,6 +29,7 @@ import re
 import numpy as np
 
 from ser_jax import errors
+from ser_jax import safetensors_file
 from ser_jax import torch_file
 
 CheckpointError = errors.CheckpointError
@@ -35,6 +37,8 @@ CheckpointError = errors.CheckpointError
 # ---------------------------------------------------------------------------------------
 # Reading weight files.
 # ---------------------------------------------------------------------------------------
+
+WEIGHT_FORMATS = '.pth/.pt written by torch.save, or .safetensors'
 
 # The first bytes of files people mistake for checkpoints, for a helpful error.
 _KNOWN_MAGICS = (
@@ -54,7 +58,8 @@ def load_state_dict(path):
 
   Handles what `ser_jax.torch_file.load_torch_checkpoint` handles (zip and legacy
   `torch.save` formats, wrapper dicts such as PANNs' `{'model': ...}`, DataParallel's
-  `module.` prefix); arrays keep their stored dtype.
+  `module.` prefix) and `.safetensors` files (`ser_jax.safetensors_file`), whatever the
+  file is called; arrays keep their stored dtype.
 
   Raises:
     CheckpointError: the file is not a checkpoint, is truncated, or holds something other
@@ -62,19 +67,21 @@ def load_state_dict(path):
   """
   path = os.fspath(path)
   if os.path.isdir(path):
-    raise CheckpointError(f'{path} is a directory, not a .pth/.pt file')
+    raise CheckpointError(f'{path} is a directory, not a weights file ({WEIGHT_FORMATS})')
   with open(path, 'rb') as f:
-    head = f.read(8)
+    head = f.read(safetensors_file.HEAD_BYTES)
   if not head:
-    raise CheckpointError(f'{path} is empty, not a PyTorch checkpoint')
+    raise CheckpointError(f'{path} is empty, not a checkpoint ({WEIGHT_FORMATS})')
+  # safetensors first: its header length may start with the byte a pickle starts with.
+  if safetensors_file.recognizes(head, os.path.getsize(path)):
+    return safetensors_file.load_safetensors(path)
   if torch_file.recognizes(head):
     return torch_file.load_torch_checkpoint(path)
   for magic, what in _KNOWN_MAGICS:
     if head.startswith(magic):
-      raise CheckpointError(f'{path} is {what}, not a PyTorch checkpoint (.pth/.pt)')
+      raise CheckpointError(f'{path} is {what}, not a checkpoint ({WEIGHT_FORMATS})')
   kind = 'a text file' if _looks_like_text(head) else f'an unknown format (starts {head!r})'
-  raise CheckpointError(f'{path} is {kind}, not a PyTorch checkpoint (.pth/.pt written by '
-                        'torch.save)')
+  raise CheckpointError(f'{path} is {kind}, not a checkpoint ({WEIGHT_FORMATS})')
 
 
 def _looks_like_text(head):
@@ -297,7 +304,7 @@ def convert_state_dict(state_dict, source, *, frontend, path='checkpoint'):
   """
   from ser_jax import convert as convert_lib  # pylint: disable=g-import-not-at-top
   if not source:
-    raise CheckpointError(f'{path}: a .pth/.pt checkpoint needs a converter source '
+    raise CheckpointError(f'{path}: a weights file needs a converter source '
                           f'(config.init.source / --source), one of '
                           f'{sorted(convert_lib.SOURCES)}')
   if source.startswith('panns'):
@@ -327,7 +334,7 @@ def convert_state_dict(state_dict, source, *, frontend, path='checkpoint'):
 
 
 def load_pretrained(path, variables, *, frontend, source='', dont_load=()):
-  """Loads `path` (a .pth/.pt or an import_weights output) strictly into `variables`.
+  """Loads `path` (a weights file or an import_weights output) strictly into `variables`.
 
   Args:
     path: a weights file (`load_state_dict`), or a directory written by
@@ -361,7 +368,7 @@ def init_from_pretrained(variables, config):
 
   Args:
     variables: freshly initialised `{'params': ..., 'batch_stats': ...}`.
-    config: the experiment config: `init.pretrained` (.pth/.pt file or import_weights
+    config: the experiment config: `init.pretrained` (weights file or import_weights
       directory), `init.source` (converter for a file), `init.dont_load` (regexes kept
       from `variables`), and `data.frontend`, which the weights must have been trained
       (PANNs) or imported for.
@@ -406,8 +413,9 @@ IMPORT_INFO = 'import_info.json'  # what was imported, next to the Orbax checkpo
 IMPORT_VARIABLES = 'variables'  # the Orbax StandardCheckpointer directory
 
 
-def save_imported(output, variables, info):
-  """Writes `output/variables` (Orbax) and `output/import_info.json`, atomically.
+def save_imported(output, variables, info, extra_files=None):
+  """Writes `output/variables` (Orbax), `output/import_info.json` and copies of
+  `extra_files` ({name in output: source path}), atomically.
 
   Everything is written into a temporary sibling directory first and renamed into place
   at the end, so an interrupted import leaves no half-written `output`.
@@ -430,6 +438,8 @@ def save_imported(output, variables, info):
     checkpoints.save_variables(os.path.join(tmp, IMPORT_VARIABLES), numpy_vars)
     with open(os.path.join(tmp, IMPORT_INFO), 'w') as f:
       json.dump(info, f, indent=2, sort_keys=True)
+    for name, source in (extra_files or {}).items():
+      shutil.copyfile(source, os.path.join(tmp, name))
     if os.path.exists(output):
       raise FileExistsError(f'{output} appeared while importing; not overwriting it')
     os.rename(tmp, output)
@@ -488,21 +498,37 @@ def restore_imported(path, *, frontend):
   return unflatten({k: np.asarray(v) for k, v in flatten(restored).items()})
 
 
-def import_to_directory(config, checkpoint, output, *, seed=0) -> dict:
+def import_to_directory(config, checkpoint, output, *, seed=0, labels_file=None) -> dict:
   """What launch/import_weights.py does: `import_checkpoint`, then `save_imported`.
+
+  `labels_file`, an AudioSet-style class list (`ser_jax.audioset`) with one label per model
+  output, is checked and copied into `output` as `class_labels_indices.csv`, where tagging
+  (launch/tag.py) finds it.
 
   Returns:
     The `import_info.json` written next to the variables (what was imported, from where,
     which variables are fresh).
 
   Raises:
-    UserError: `output` exists (checked before the import), or the weights do not fit.
+    UserError: `output` exists, the labels do not fit (both checked before the import), or
+      the weights do not fit.
   """
   import datetime  # pylint: disable=g-import-not-at-top
   import hashlib  # pylint: disable=g-import-not-at-top
+  from ser_jax import audioset  # pylint: disable=g-import-not-at-top
   output = os.path.abspath(os.fspath(output))
   if os.path.exists(output):  # checked first, so a long import is not wasted
     raise errors.UserError(f'{output} exists; refusing to overwrite it')
+  extra_files = {}
+  if labels_file:
+    try:
+      num_labels = len(audioset.read_labels(labels_file))
+    except (ValueError, OSError) as e:
+      raise errors.UserError(f'--labels: {e}') from None
+    if num_labels != config.model.num_classes:
+      raise errors.UserError(f'--labels={labels_file} lists {num_labels} labels, but the '
+                             f'model has {config.model.num_classes} outputs (--num_classes)')
+    extra_files[audioset.LABELS_FILE] = labels_file
   variables = import_checkpoint(config, checkpoint, seed=seed)
   flat = flatten(variables)
   dont_load = [p for p in config.init.dont_load if p]
@@ -521,8 +547,10 @@ def import_to_directory(config, checkpoint, output, *, seed=0) -> dict:
                                     if p.startswith('params/'))),
           'num_variables': len(flat),
           'created': datetime.datetime.now(datetime.timezone.utc).isoformat()}
+  if labels_file:
+    info['labels_file'] = os.path.abspath(labels_file)
   try:
-    save_imported(output, variables, info)
+    save_imported(output, variables, info, extra_files)
   except FileExistsError as e:
     raise errors.UserError(str(e)) from None
   return info

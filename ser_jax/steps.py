@@ -7,6 +7,7 @@ Nothing here knows about devices: `train_step` and `eval_step` work on a device-
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from flax.training import train_state
@@ -75,7 +76,40 @@ def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
   else:
     raise errors.UserError("config.optimizer.name must be 'adam_l2' or 'adamw', got "
                            f'{oc.name!r}')
-  return optax.chain(*parts)
+  return only_trainable(optax.chain(*parts), oc.get('trainable', ''))
+
+
+def only_trainable(tx: optax.GradientTransformation, pattern: str
+                   ) -> optax.GradientTransformation:
+  """`tx` for the params whose '/'-joined path (e.g. 'classifier_5/kernel') matches the
+  `pattern` regex (re.search); zero updates for all others. '' trains everything.
+
+  The frozen params get `optax.set_to_zero()` instead of `tx`, so neither their gradient nor
+  L2 / weight decay (which act on the param itself) can move them, and they hold no Adam
+  state. A pattern matching no param is an error (raised when `tx.init` sees the params).
+  """
+  if not pattern:
+    return tx
+  try:
+    regex = re.compile(pattern)
+  except re.error as e:
+    raise errors.UserError(f'config.optimizer.trainable: invalid regex {pattern!r}: {e}'
+                           ) from None
+
+  def labels(params):
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, _: 'train' if regex.search(_path_name(path)) else 'freeze', params)
+    if 'train' not in jax.tree.leaves(tree):
+      names = [_path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+      raise errors.UserError(f'config.optimizer.trainable={pattern!r} matches no parameter; '
+                             f'parameters are e.g. {names[:5]}')
+    return tree
+
+  return optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)
+
+
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
 
 
 def model_variables(state) -> dict:

@@ -418,10 +418,14 @@ def find_state_dict(obj, path='checkpoint'):
         f'({len(bad)} such entries); only plain tensors can be imported')
   if not state:
     raise CheckpointError(f'{path} holds an empty state_dict')
-  keys = [str(k) for k in state]
-  if all(k.startswith('module.') for k in keys):
-    state = {k[len('module.'):]: v for k, v in zip(keys, state.values())}
-  return {str(k): v for k, v in state.items()}
+  return strip_module_prefix({str(k): v for k, v in state.items()})
+
+
+def strip_module_prefix(state):
+  """Drops the `module.` that `nn.DataParallel` puts before every key (when all have it)."""
+  if all(k.startswith('module.') for k in state):
+    return {k[len('module.'):]: v for k, v in state.items()}
+  return state
 
 
 def materialize(state, path='checkpoint'):

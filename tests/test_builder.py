@@ -39,12 +39,15 @@ def test_registered_configs():
   builder_cls = tfds.builder_cls("ravdess")
   names = [c.name for c in builder_cls.BUILDER_CONFIGS]
   assert names == [f"{s}_{f}" for s in ("speech", "song", "all")
-                   for f in ("predecessor48k", "panns32k", "panns16k")]
+                   for f in ("predecessor48k", "panns32k", "panns16k", "efficientat32k")]
   assert builder_cls.DEFAULT_CONFIG_NAME == CONFIG
   b = tfds.builder("ravdess/song_panns16k", data_dir="/nonexistent-unused")
   assert b.info.features["log_mel"].shape == (64, None)
   assert b.info.features["emotion"].names == list(labels.VOCABULARY)
   assert labels.VOCABULARY[:8] == sources.EMOTIONS  # RAVDESS's ids are unchanged
+  e = tfds.builder("ravdess/speech_efficientat32k", data_dir="/nonexistent-unused")
+  assert e.info.features["log_mel"].shape == (128, None)
+  assert "kaldi mels, (ln(S + 1e-05) + 4.5) / 5" in e.builder_config.description
   assert "Livingstone" in b.info.citation
   assert b.info.file_format.value == "array_record"
 
@@ -269,13 +272,17 @@ def test_ravdess_dir_env(tmp_path, monkeypatch):
   assert ex["file_name"].decode() == "03-01-06-01-01-01-05.wav"
 
 
-def test_panns_config_short_clip(tmp_path):
+@pytest.mark.parametrize("frontend", ["panns32k", "efficientat32k"])
+def test_reflect_padded_config_short_clip(tmp_path, frontend):
   wavs = tmp_path / "wavs"
-  # 0.01 s: shorter than half a 32 kHz window, so reflect padding needs zero-padding.
+  # 0.01 s: shorter than half a 32 kHz window, so reflect padding needs zero-padding
+  # (to 514 samples for efficientat32k, whose pre-emphasis takes one).
   synthetic.write_synthetic_ravdess(wavs, actors=[2], emotions=[2], seconds=0.01)
-  synthetic.build_ravdess(wavs, tmp_path / "tfds", "speech_panns32k")
-  (ex,) = _read_all(tmp_path / "tfds", "speech_panns32k")
-  assert ex["log_mel"].shape == (64, int(ex["num_frames"]))
+  synthetic.build_ravdess(wavs, tmp_path / "tfds", f"speech_{frontend}")
+  (ex,) = _read_all(tmp_path / "tfds", f"speech_{frontend}")
+  fe = features.FRONTENDS[frontend]
+  assert ex["log_mel"].shape == (fe.n_mels, int(ex["num_frames"]))
+  assert int(ex["num_frames"]) == fe.num_frames(fe.min_samples) == 2
   assert np.isfinite(ex["log_mel"]).all()
 
 

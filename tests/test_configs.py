@@ -152,3 +152,51 @@ def test_dont_load_selects_exactly_the_new_modules(name, new_parts):
   if name != 'alexnet_attn':
     assert any(p.startswith('batch_stats/') and p.split('/')[1] not in new_parts
                for p in paths)
+
+
+EFFICIENTAT = ('efficientat_mn04', 'efficientat_mn04_probe')
+
+
+@pytest.mark.parametrize('name', EFFICIENTAT)
+def test_efficientat_configs(name):
+  import re  # pylint: disable=g-import-not-at-top
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
+  from ser_jax import pretrained  # pylint: disable=g-import-not-at-top
+  module = _load(name)
+  c, t = module.get_config(), module.get_config('tiny')
+  assert c.model.name == t.model.name == 'efficientat_mn04' and c.model.num_classes == 8
+  assert c.data.name == 'ravdess/speech' and c.data.frontend == 'efficientat32k'
+  assert c.data.crop_mode == 'crop_pad'
+  assert c.data.input_shape[0] == 128 and c.data.input_shape[1] % 32 == 0
+  assert c.init.source == 'efficientat_mn' and c.init.expect_pretrained
+  assert c.folds.scheme == 'predecessor' and c.batch_size == 32
+  assert t.optimizer.to_dict() == c.optimizer.to_dict() and t.init.to_dict() == c.init.to_dict()
+  model = models.get_model(c.model.name, num_classes=8, **c.model.kwargs)
+  for config in (c, t):
+    x = jax.ShapeDtypeStruct((2, *config.data.input_shape, 1), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    assert jax.eval_shape(lambda v, x: model.apply(v, x), variables, x).shape == (2, 8)
+  paths = list(pretrained.flatten(variables))
+  fresh = {p for p in paths if any(re.search(d, p) for d in c.init.dont_load)}
+  assert fresh == {'params/classifier_5/kernel', 'params/classifier_5/bias'}
+  # The optimiser trains exactly the layers the model does not freeze (and, for the probe,
+  # only the new head).
+  params = [p[len('params/'):] for p in paths if p.startswith('params/')]
+  trained = {p.split('/')[0] for p in params
+             if not c.optimizer.trainable or re.search(c.optimizer.trainable, p)}
+  frozen = int(c.model.kwargs.frozen_features)
+  want = {f'features_{i}' for i in range(frozen, 17)} | {'classifier_2', 'classifier_5'}
+  assert trained == ({'classifier_5'} if name.endswith('probe') else want)
+
+
+@pytest.mark.parametrize('frozen', [0, 7, 16, 17])
+def test_efficientat_trainable_after(frozen):
+  import re  # pylint: disable=g-import-not-at-top
+  from ser_jax.models import efficientat  # pylint: disable=g-import-not-at-top
+  pattern = efficientat.trainable_after(frozen)
+  names = [f'features_{i}/block_0/conv/kernel' for i in range(17)] + [
+      'features_0/bn/scale', 'classifier_2/kernel', 'classifier_5/bias']
+  trained = [n for n in names if not pattern or re.search(pattern, n)]
+  assert trained == ([f'features_{i}/block_0/conv/kernel' for i in range(frozen, 17)]
+                     + (['features_0/bn/scale'] if frozen == 0 else [])
+                     + ['classifier_2/kernel', 'classifier_5/bias'])

@@ -1,6 +1,7 @@
 """Layers rewritten for CPU speed give the values and gradients of the ones they replace:
 layers.max_pool (vs nn.max_pool / reduce_window), layers.space_to_depth_conv (vs a strided
-lax.conv_general_dilated) and layers.one_channel_conv (vs lax.conv_general_dilated)."""
+lax.conv_general_dilated), layers.one_channel_conv (vs lax.conv_general_dilated) and
+layers.depthwise_conv (vs a grouped lax.conv_general_dilated)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -103,3 +104,47 @@ def test_one_channel_conv_matches_conv(shape, kernel, pad):
   jitted = jax.jit(jax.grad(lambda w: (ours(x, w) ** 2).sum()))  # custom VJP under jit
   np.testing.assert_allclose(jitted(w), jax.grad(lambda w: (ref(x, w) ** 2).sum())(w),
                              rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('shape, kernel, stride', [
+    ((2, 16, 21, 4), 3, 1),
+    ((2, 17, 20, 3), 3, 2),  # MobileNetV3's stride-2 3x3, odd height
+    ((1, 9, 11, 5), 5, 2),
+    ((2, 8, 8, 2), 5, 1),
+])
+def test_depthwise_conv_matches_grouped_conv(shape, kernel, stride):
+  rng = np.random.default_rng(0)
+  channels = shape[-1]
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 1, channels)).astype(np.float32))
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  pad = (kernel - 1) // 2
+  args = ((stride, stride), ((pad, pad), (pad, pad)))
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, *args, dimension_numbers=numbers, feature_group_count=channels)
+  ours = lambda x, w: layers.depthwise_conv(
+      x, w, *args, dimension_numbers=numbers, feature_group_count=channels)
+  # Jitted: run op by op, the k * k taps would each compile on their own.
+  value_and_vjp = lambda f: jax.jit(lambda x, w, g: (f(x, w), jax.vjp(f, x, w)[1](g)))
+  g = jnp.asarray(rng.normal(size=ref(x, w).shape).astype(np.float32))
+  (got, got_grads), (want, want_grads) = value_and_vjp(ours)(x, w, g), value_and_vjp(ref)(x, w, g)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  for got_grad, want_grad in zip(got_grads, want_grads):
+    np.testing.assert_allclose(got_grad, want_grad, atol=1e-4, rtol=0)
+  # As nn.Conv's convolution: the same parameters and outputs as the grouped nn.Conv.
+  conv = lambda fn: nn.Conv(channels, (kernel, kernel), (stride, stride), ((pad, pad),) * 2,
+                            feature_group_count=channels, conv_general_dilated=fn)
+  variables = conv(None).init(jax.random.key(0), x)
+  np.testing.assert_allclose(jax.jit(conv(layers.depthwise_conv).apply)(variables, x),
+                             conv(None).apply(variables, x), atol=1e-5, rtol=0)
+
+
+def test_depthwise_conv_rejects_what_it_does_not_do():
+  x = jnp.zeros((1, 8, 8, 4))
+  with pytest.raises(ValueError, match='needs a 2-D depthwise convolution'):
+    layers.depthwise_conv(x, jnp.zeros((3, 3, 4, 4)), (1, 1), ((1, 1), (1, 1)))  # dense
+  with pytest.raises(ValueError, match='explicit padding'):
+    layers.depthwise_conv(x, jnp.zeros((3, 3, 1, 4)), (1, 1), 'SAME', feature_group_count=4)
+  with pytest.raises(ValueError, match='no dilation'):
+    layers.depthwise_conv(x, jnp.zeros((3, 3, 1, 4)), (1, 1), ((1, 1), (1, 1)),
+                          rhs_dilation=(2, 2), feature_group_count=4)

@@ -58,10 +58,14 @@ def cnnx(tmp_path_factory):
   pth = d / 'cnnx_fold0.pth'
   torch.save(module.state_dict(), pth)
   out = d / 'imported'
-  _, text = _import_cli(f'--checkpoint={pth}', '--source=predecessor_cnnx', '--model=cnnx',
-                        f'--output={out}')
-  assert 'variables loaded, 0 freshly initialised' in text
+  _import_cnnx(pth, out)
   return module, pth, out
+
+
+def _import_cnnx(checkpoint, out):
+  _, text = _import_cli(f'--checkpoint={checkpoint}', '--source=predecessor_cnnx',
+                        '--model=cnnx', f'--output={out}')
+  assert 'variables loaded, 0 freshly initialised' in text
 
 
 def test_output_layout_and_info(cnnx):
@@ -90,6 +94,21 @@ def test_refuses_to_overwrite_and_leaves_nothing_on_error(cnnx, tmp_path):
   assert code != 0 and 'import_weights: error:' in text
   assert 'params/conv_block1/conv1/kernel' in text and 'params/fc_layer1/kernel' in text
   assert list(tmp_path.iterdir()) == []
+
+
+def test_safetensors_imports_like_pth(cnnx, tmp_path):
+  """The same weights as .safetensors (what most checkpoints are published as): same import."""
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  module, _, out = cnnx
+  path = tmp_path / 'cnnx_fold0.safetensors'
+  safetensors_torch.save_file(module.state_dict(), path)
+  out_st = tmp_path / 'imported'
+  _import_cnnx(path, out_st)
+  want = pretrained.flatten(pretrained.restore_imported(out, frontend='predecessor48k'))
+  got = pretrained.flatten(pretrained.restore_imported(out_st, frontend='predecessor48k'))
+  assert sorted(got) == sorted(want)
+  for k, v in want.items():
+    np.testing.assert_array_equal(got[k], v, err_msg=k)
 
 
 def test_evaluate_predicts_like_pytorch(cnnx):

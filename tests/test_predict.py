@@ -121,7 +121,7 @@ def test_prediction_errors(run, tmp_path):
   with pytest.raises(errors.UserError) as e:
     predict.run_prediction(inputs, workdir=workdir)
   lines = [line.strip() for line in str(e.value).splitlines()]
-  assert lines == ['cannot use 3 of the inputs (--skip_errors predicts the others):',
+  assert lines == ['cannot use 3 of the inputs (--skip_errors uses the others):',
                    f'{tmp_path}/missing.wav: no such file or folder',
                    f'{tmp_path}/gone/*.wav: no file matches this pattern', lines[3]]
   assert lines[3].startswith(f'{bad}: cannot decode')

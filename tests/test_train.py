@@ -21,11 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 from ser_jax import config_lib  # pylint: disable=g-bad-import-order
+from ser_jax import errors
 from ser_jax import inference
 from ser_jax import input_pipeline
 from ser_jax import model_init
@@ -169,6 +171,28 @@ def test_optimizer_matches_pytorch(name, torch_name):
   other = _torch_steps('AdamW' if torch_name == 'Adam' else 'Adam', params, grads_seq,
                        0.1, 0.05)
   assert np.max(np.abs(other - want)) > 1e-3
+
+
+@pytest.mark.parametrize('name', ['adam_l2', 'adamw'])
+def test_trainable_regex_freezes_the_rest_decay_included(name):
+  config = tiny_config(**{'optimizer.name': name, 'optimizer.weight_decay': 0.5,
+                          'optimizer.trainable': '^head/'})
+  tx = steps.create_optimizer(config, lambda step: 0.1)
+  params = {'body': {'kernel': jnp.ones((2, 3))}, 'head': {'kernel': jnp.ones((3,)),
+                                                           'bias': jnp.ones(())}}
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  for _ in range(2):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(params['body']['kernel'], 1.0)  # gradient and decay ignored
+  assert np.all(np.asarray(params['head']['kernel']) < 0.9)  # the head did move
+  assert np.all(np.asarray(params['head']['bias']) < 0.9)
+  with pytest.raises(errors.UserError, match=r"trainable='\^nothing/' matches no parameter"):
+    steps.create_optimizer(tiny_config(**{'optimizer.trainable': '^nothing/'}),
+                           lambda step: 0.1).init(params)
+  with pytest.raises(errors.UserError, match='invalid regex'):
+    steps.create_optimizer(tiny_config(**{'optimizer.trainable': '('}), lambda step: 0.1)
 
 
 def test_schedule_and_clipping():

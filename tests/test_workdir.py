@@ -152,7 +152,8 @@ CHANGES = [
     ('folds.validation_actors', 2), ('folds.validation_seed', 1), ('batch_size', 8),
     ('optimizer.name', 'adamw'), ('optimizer.learning_rate', 1e-3),
     ('optimizer.weight_decay', 0.0), ('optimizer.grad_clip_norm', 1.0),
-    ('optimizer.label_smoothing', 0.1), ('schedule.name', 'warmup_cosine'),
+    ('optimizer.label_smoothing', 0.1), ('optimizer.trainable', '^head/'),
+    ('schedule.name', 'warmup_cosine'),
     ('schedule.warmup_epochs', 1.0), ('parallel', 'jit'), ('init.pretrained', '/w/x.pth'),
     ('init.source', 'panns_cnn14'), ('init.dont_load', ('head',)),
 ]

@@ -67,17 +67,10 @@ class FrontendConfig(tfds.core.BuilderConfig):
   frontend: str = "predecessor48k"
 
 
-def describe_frontend(fe: features_lib.FrontEnd) -> str:
-  return (f"{fe.n_mels}-bin log-mels at {fe.sample_rate} Hz (n_fft {fe.n_fft}, window "
-          f"{fe.win_length}, hop {fe.hop_length}, {fe.fmin:g}-{fe.fmax:g} Hz, "
-          + ("dB re clip max, top_db 80" if fe.ref == "max" else
-             "10*log10(max(S, 1e-10)), no top_db") + ")")
-
-
 def frontend_configs(title: str) -> list[FrontendConfig]:
   """One config per front end, named after it (e.g. 'predecessor48k')."""
   return [FrontendConfig(name=name, frontend=name,
-                         description=f"{title} clips as {describe_frontend(fe)}")
+                         description=f"{title} clips as {fe.describe()}")
           for name, fe in features_lib.FRONTENDS.items()]
 
 

@@ -1,9 +1,9 @@
 """The `ravdess` TFDS builder: RAVDESS audio as log-mel spectrograms.
 
 Configs are `<subset>_<frontend>`: subsets `speech`, `song`, `all`; front ends
-`predecessor48k`, `panns32k`, `panns16k` (`ser_jax.features.FRONTENDS`). Default:
-`speech_predecessor48k`. One split, `train`, holds every clip; folds are chosen at load time
-by actor (`ser_jax.splits`). Files are array_record, written and read without
+`predecessor48k`, `panns32k`, `panns16k`, `efficientat32k` (`ser_jax.features.FRONTENDS`).
+Default: `speech_predecessor48k`. One split, `train`, holds every clip; folds are chosen at
+load time by actor (`ser_jax.splits`). Files are array_record, written and read without
 TensorFlow:
 
   import tfds_ravdess  # registers 'ravdess'
@@ -13,7 +13,7 @@ TensorFlow:
 
 From the command line (TFDS's `build` command; the `tfds` entry point itself needs
 TensorFlow in TFDS 4.9.10): `python -m tfds_ravdess --config=speech_predecessor48k
---data_dir=DIR [--manual_dir=RAVDESS_DIR]` (no --config: all 9 configs).
+--data_dir=DIR [--manual_dir=RAVDESS_DIR]` (no --config: all 12 configs).
 
 The features are the shared schema of every corpus builder (`tfds_corpora.builder`:
 log_mel, emotion, corpus_label, speaker 'ravdess:NN', gender, corpus, language, ...)
@@ -53,7 +53,7 @@ class RavdessConfig(builder_lib.FrontendConfig):
 def _make_configs() -> list[RavdessConfig]:
   return [RavdessConfig(name=f"{subset}_{name}", subset=subset, frontend=name,
                         description=f"RAVDESS {subset} clips as "
-                        + builder_lib.describe_frontend(fe))
+                        + fe.describe())
           for subset in src_lib.SUBSETS for name, fe in features_lib.FRONTENDS.items()]
 
 

@@ -18,6 +18,7 @@ from ser_jax.models import alexnet
 from ser_jax.models import cnn14
 from ser_jax.models import cnn_lstm
 from ser_jax.models import cnnx
+from ser_jax.models import efficientat
 from ser_jax.models import resnet
 from ser_jax.models import vgg
 
@@ -30,6 +31,11 @@ MODELS: dict[str, Callable[..., Any]] = {
     'vgg19_attn': vgg.VGG19Attn,
     'alexnet_attn': alexnet.AlexNetAttn,
     'resnet18': resnet.ResNet18,
+    # EfficientAT MobileNetV3 at the published widths: efficientat_mn01 (0.1) ..
+    # efficientat_mn40 (4.0). get_model's default is 8 classes; AudioSet's is 527.
+    **{f'efficientat_mn{round(10 * w):02d}': functools.partial(efficientat.MobileNetV3,
+                                                              width_mult=w)
+       for w in efficientat.WIDTHS},
 }
 
 

@@ -279,3 +279,40 @@ def _one_channel_conv_bwd(padding, dimension_numbers, precision, residuals, g):
 
 
 _one_channel_conv.defvjp(_one_channel_conv_fwd, _one_channel_conv_bwd)
+
+
+def depthwise_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                   dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+  """A depthwise 2-D convolution as kh * kw shifted (strided) multiply-adds.
+
+  Drop-in for `lax.conv_general_dilated` in `nn.Conv(conv_general_dilated=...)` (parameters
+  unchanged) for channels-last depthwise convolutions: `feature_group_count` equal to the
+  input channels, kernel (kh, kw, 1, C), explicit padding, no dilation. Why: XLA:CPU runs
+  grouped convolutions through a slow generic path; for MobileNetV3's 3x3 stride-2 depthwise
+  conv of a (32, 64, 256, 24) batch it took 0.58 s forward and 3.4 s forward + backward,
+  against 0.07 s and 0.5 s as taps (2 cores, busy machine). The gradients are JAX's own of
+  the taps (pads of the output gradient, and one reduction per tap for the kernel).
+  """
+  del dimension_numbers, precision, kwargs  # channels-last (Flax's), exact float arithmetic
+  channels = lhs.shape[-1]
+  kh, kw, per_group, out = rhs.shape
+  if (lhs.ndim != 4 or feature_group_count != channels or per_group != 1 or out != channels
+      or isinstance(padding, str) or not _undilated(lhs_dilation, rhs_dilation)):
+    raise ValueError('depthwise_conv: needs a 2-D depthwise convolution (groups = input '
+                     'channels = output channels, kernel (kh, kw, 1, C)), explicit padding and '
+                     f'no dilation; got input {lhs.shape}, kernel {rhs.shape}, groups '
+                     f'{feature_group_count}, padding {padding}, dilations {lhs_dilation} / '
+                     f'{rhs_dilation}')
+  sh, sw = window_strides
+  x = jnp.pad(lhs, ((0, 0), *(tuple(p) for p in padding), (0, 0)))  # (N, H + pads, W + pads, C)
+  out_h = (x.shape[1] - kh) // sh + 1
+  out_w = (x.shape[2] - kw) // sw + 1
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      window = jax.lax.slice(x, (0, i, j, 0),
+                             (x.shape[0], i + sh * (out_h - 1) + 1, j + sw * (out_w - 1) + 1,
+                              channels), (1, sh, sw, 1))  # (N, out_h, out_w, C)
+      term = window * rhs[i, j, 0]
+      y = term if y is None else y + term
+  return y
