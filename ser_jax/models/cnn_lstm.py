@@ -170,7 +170,7 @@ class CNNLSTM(nn.Module):
                             name=f'conv_layer{i}')(x)
       x = nn.relu(x)
       if i < 3:
-        x = nn.max_pool(x, (2,), strides=(2,))  # floor mode, like MaxPool1d(2)
+        x = layers.max_pool(x, (2,), (2,))  # floor mode, like MaxPool1d(2)
     # x: (batch, time', 256)
     lengths = None
     if mask is not None:
