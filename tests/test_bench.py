@@ -1,4 +1,5 @@
 """bench/: the quiet-machine guard (bench/machine.py) and that the scripts obey it."""
+import importlib.util
 import os
 import pathlib
 import re
@@ -9,10 +10,13 @@ import time
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / 'bench'))
-import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+# bench/ is a folder of scripts, not a package: load its helper by path.
+_spec = importlib.util.spec_from_file_location('bench_machine', REPO_ROOT / 'bench' / 'machine.py')
+machine = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(machine)
 
 SPIN = [sys.executable, '-c', 'while True: pass']
+ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT))  # as installed: the package importable
 needs_proc = pytest.mark.skipif(not os.path.exists('/proc/stat'), reason='reads /proc')
 
 
@@ -66,8 +70,8 @@ def test_models_bench_refuses_while_another_process_spins():
   try:
     time.sleep(0.5)
     out = subprocess.run([sys.executable, 'bench/models.py', '--models=cnn_lstm',
-                          '--quiet_sample_s=1'], cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
+                          '--quiet_sample_s=1'], cwd=REPO_ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=300)
   finally:
     spinner.kill()
     spinner.wait()
@@ -86,8 +90,8 @@ def test_models_bench_forced_marks_busy_rows():
     time.sleep(0.5)
     out = subprocess.run([sys.executable, 'bench/models.py', '--models=cnn_lstm', '--force',
                           '--frames=64', '--batch_size=4', '--steps=1', '--repeats=2',
-                          '--quiet_sample_s=0.5'], cwd=REPO_ROOT, capture_output=True,
-                         text=True, timeout=600, check=True)
+                          '--quiet_sample_s=0.5'], cwd=REPO_ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=600, check=True)
   finally:
     spinner.kill()
     spinner.wait()
@@ -103,7 +107,8 @@ def test_accelerator_bench_runs_on_cpu_with_tiny_settings(tmp_path):
   subprocess.run([sys.executable, 'bench/accelerator.py', '--models=cnn_lstm',
                   '--batch_sizes=2', '--input_shape=128,64', '--dtypes=float32', '--steps=1',
                   '--warmup=0', '--force', '--quiet_sample_s=0.5', f'--json_out={out}'],
-                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=True)
+                 cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+                 check=True)
   import json  # pylint: disable=g-import-not-at-top
   (row,) = json.loads(out.read_text())
   assert row['model'] == 'cnn_lstm' and row['examples_per_s'] > 0

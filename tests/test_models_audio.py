@@ -146,7 +146,7 @@ def test_lstm_gate_order():
 
 def _convert_grads(named_grads):
   """torch gradients {state_dict key: array} -> the Flax param tree (same rename table)."""
-  return convert_lib.convert(named_grads, 'seed_cnn_lstm')['params']
+  return convert_lib.convert(named_grads, 'predecessor_cnn_lstm')['params']
 
 
 def _assert_trees_close(got, want, atol):
