@@ -18,15 +18,17 @@ launch/train.py spent 37.5 s in the kernel by default and 4.3 s with these setti
     mallopt(M_ARENA_MAX, 1)               one arena (the brk heap), also for XLA's threads
 
 The cost: memory stays with the process. glibc 2.36's aligned allocations (XLA aligns its
-buffers) cannot reuse a hole of exactly their own size, so the heap settles a few steps in
-at more than the live peak and then stays flat: maximum RSS of the CNN-X fold above 2.47 ->
-3.93 GB, CNN14 at batch 8 1.96 -> 3.46 GB, AlexNet 0.80 -> 0.99 GB, ResNet18 1.31 -> 1.23 GB.
-Each new fold's buffers (a new model state, a new compiled step) then land beside the old
-ones' holes: 3.8 GB in fold 0 of CNN-X, 4.6 GB in fold 1. So training calls
-`release_free_memory()` (malloc_trim: free pages inside the heap go back to the kernel) after
-every epoch, which bounds the resident memory by one epoch's working set at the price of
-faulting in, once per epoch, what the next steps reuse. All threads share one arena lock (XLA
-makes a few dozen allocations per step). Results do not change: only where freed memory goes.
+buffers) cannot always reuse a hole of their own size, so the heap settles a few steps in at
+more than the live peak and then stays flat (maximum RSS of a gradient-step loop: AlexNet
+0.80 -> 0.99 GB, ResNet18 1.31 -> 1.23 GB, CNN14 at batch 8 1.96 -> 3.46 GB), and each new
+phase's buffers (a new fold's state, a new compiled step) land beside the old ones' holes:
+CNN-X held 3.8 GB through fold 0 and 4.6 GB through fold 1 (2.5 GB peak by default). So
+training calls `release_free_memory()` (malloc_trim: the heap's free pages go back to the
+kernel) after every epoch, at the price of faulting in once per epoch what the next steps
+reuse: the same two CNN-X folds (3 epochs each) then stayed at 1.8-2.9 GB with a 4.5 GB peak
+at the start of fold 1, and spent 11.3 s of 143.6 CPU-seconds in the kernel. All threads share
+one arena lock (XLA makes a few dozen allocations per step). Results do not change (the same
+CNN-X fold ends with the same metrics): only where freed memory goes.
 
 Applied at import, before JAX creates its threads (a thread keeps the arena it first got):
 - only with glibc (elsewhere nothing is done);
