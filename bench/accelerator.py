@@ -24,7 +24,14 @@ Examples:
 
 FLOPs count what XLA reports for the compiled step, so the MFU of a model includes only work
 XLA does (not padding the hardware adds); on TPU and GPU that is the usual "model FLOPs"
-convention within a few percent. Everything runs on `jax.devices()[0]`.
+convention within a few percent. Everything runs on `jax.devices()[0]`. Step times are the
+median (and min-max, in --json_out) over --steps timed steps.
+
+The host must be quiet (bench/machine.py: PyTorch's eager steps and XLA's CPU work both
+slow down when other processes share the cores): the script prints the load average and the
+busy processes first, refuses (exit status 3) when the machine is busy, and with --force
+measures anyway and says "busy" instead of the jax/torch ratio of any row during which other
+processes used CPU.
 """
 import functools
 import json
@@ -40,6 +47,7 @@ import numpy as np
 from ser_jax import config_lib
 from ser_jax import model_init
 from ser_jax import steps as steps_lib
+import machine  # bench/machine.py: is the machine quiet enough to measure?
 import references  # bench/references.py: the tests' PyTorch reference modules
 
 _MODELS = flags.DEFINE_list('models', ['cnnx', 'cnn14'], 'Registry names of the models.')
@@ -50,6 +58,7 @@ _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per setting (after warm-
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time the PyTorch reference step.')
 _JSON_OUT = flags.DEFINE_string('json_out', None, 'Also write the rows to this JSON file.')
+machine.define_absl_flags()
 
 # Dense peak FLOP/s per chip, by (device kind prefix, dtype). Sources: NVIDIA H100/H200 SXM
 # datasheets (dense, no sparsity); Google Cloud TPU system architecture pages.
@@ -90,7 +99,7 @@ def measure_matmul_peak(dtype, n=1024, reps=5):
 
 
 def time_calls(fn, steps, warmup):
-  """Median seconds of `fn()` (which must block until its result is ready)."""
+  """Seconds of each of `steps` calls of `fn()` (which must block until its result is ready)."""
   for _ in range(warmup):
     fn()
   times = []
@@ -98,7 +107,7 @@ def time_calls(fn, steps, warmup):
     t = time.perf_counter()
     fn()
     times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return times
 
 
 def bench_config(name, dtype_name, batch, input_shape, num_classes=8):
@@ -113,7 +122,7 @@ def bench_config(name, dtype_name, batch, input_shape, num_classes=8):
 
 
 def bench_jax(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
-  """Returns (seconds per step, FLOPs per step) of `ser_jax.steps.train_step` on one device."""
+  """Returns (seconds of each step, FLOPs per step) of `ser_jax.steps.train_step` on one device."""
   config = bench_config(name, dtype_name, batch, input_shape, num_classes)
   model = model_init.build_model(config)
   tx = steps_lib.create_optimizer(config, steps_lib.create_learning_rate_fn(config, 100))
@@ -160,7 +169,7 @@ def torch_module(name, input_shape, num_classes=8):
 
 
 def bench_torch(name, dtype_name, batch, input_shape, steps, warmup, num_classes=8):
-  """Seconds per step of the PyTorch reference: same batch, Adam + L2, CE loss."""
+  """Seconds of each step of the PyTorch reference: same batch, Adam + L2, CE loss."""
   import torch  # pylint: disable=g-import-not-at-top
   torch_reference = references.load('torch_reference')
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -188,11 +197,15 @@ def bench_torch(name, dtype_name, batch, input_shape, steps, warmup, num_classes
 
 def main(argv):
   del argv
+  guard = machine.Guard(flags.FLAGS)
+  guard.check_before()
   device = jax.devices()[0]
   input_shape = tuple(int(s) for s in _INPUT_SHAPE.value)
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  import ser_jax  # pylint: disable=g-import-not-at-top  (already imported by config_lib)
   print(f'device: {device.device_kind} ({device.platform}), jax {jax.__version__}, '
-        f'input {input_shape}')
+        f'input {input_shape}; XLA:CPU conv flag: {ser_jax.XLA_CPU_FLAGS}; glibc malloc: '
+        f'{ser_jax.GLIBC_MALLOC}')
   # CPU: no datasheet peak; a matmul peak is measured, and re-measured before every model
   # keeping the best, because on a shared machine one measurement can land in a busy moment.
   measured = {}
@@ -206,11 +219,19 @@ def main(argv):
         measured[dt] = max(measured.get(dt, 0.0), measure_matmul_peak(jnp.dtype(dt)))
       peak, peak_label = device_peak(device, dt, measured.get(dt))
       for batch in batch_sizes:
-        sec, flops = bench_jax(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
+        token = guard.start_row()
+        times, flops = bench_jax(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
+        sec = statistics.median(times)
         achieved = flops / sec
-        torch_sec = (bench_torch(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
-                     if _TORCH.value else None)
+        torch_times = (bench_torch(name, dt, batch, input_shape, _STEPS.value, _WARMUP.value)
+                       if _TORCH.value else None)
+        torch_sec = statistics.median(torch_times) if torch_times else None
+        busy = guard.end_row(token)
         row = dict(model=name, dtype=dt, batch=batch, examples_per_s=batch / sec,
+                   step_ms_min_max=(1e3 * min(times), 1e3 * max(times)),
+                   torch_step_ms_min_max=((1e3 * min(torch_times), 1e3 * max(torch_times))
+                                          if torch_times else None),
+                   machine_busy=busy,
                    step_ms=1e3 * sec, gflop_per_step=flops / 1e9,
                    achieved_tflops=achieved / 1e12,
                    mfu=achieved / peak if peak else None, peak=peak_label,
@@ -222,9 +243,12 @@ def main(argv):
         mfu = f'{100 * row["mfu"]:.1f}%' if row['mfu'] is not None else 'n/a'
         t_ex = f'{row["torch_examples_per_s"]:.1f}' if torch_sec else 'n/a'
         ratio = f'{row["jax_over_torch"]:.2f}x' if torch_sec else 'n/a'
+        if busy:  # no ratio from a busy machine
+          ratio = 'busy'
         print(f'{name:<12} {dt:<9} {batch:>5} {row["examples_per_s"]:>9.1f} '
               f'{row["step_ms"]:>9.1f} {row["gflop_per_step"]:>11.2f} '
-              f'{row["achieved_tflops"]:>8.3f} {mfu:>7} {t_ex:>10} {ratio:>9}', flush=True)
+              f'{row["achieved_tflops"]:>8.3f} {mfu:>7} {t_ex:>10} {ratio:>9}'
+              + (f'  ({busy})' if busy else ''), flush=True)
       print(f'  MFU peak for {name} {dt}: {peak_label}')
       if peak and any(r['mfu'] > 1 for r in rows if r['model'] == name and r['dtype'] == dt):
         print('  MFU above 100%: the measured matmul peak is below what XLA reaches here '

@@ -11,8 +11,11 @@ Measures, on the same files in the same run (file cache warmed first):
 - our front end alone (`ser_jax.features`, one process);
 - the full TFDS build (`ravdess/<config>` into a temporary data_dir: decoding,
   log-mel in a process pool, serialising, writing array_record), with progress bars;
-and prints files/s and CPU ms per file (this process plus its workers; fair on a
-busy machine) for each, and the ratio of the full build's files/s to each baseline's.
+and prints files/s and CPU ms per file (this process plus its workers) for each, and the
+ratio of the full build's files/s to each baseline's. The machine must be quiet
+(bench/machine.py): the script refuses to measure when other processes share the cores
+(exit status 3); with --force it measures anyway, marks each line during which others used
+CPU "machine busy" and gives no ratio for it. The build's own worker processes count as ours.
 """
 
 import os
@@ -23,6 +26,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import machine  # bench/machine.py: is the machine quiet enough to measure?
 from ser_jax import features
 from tfds_ravdess import sources
 
@@ -32,6 +36,7 @@ _CONFIG = flags.DEFINE_string("config", "speech_predecessor48k", "ravdess builde
 _NUM_WORKERS = flags.DEFINE_integer(
     "num_workers", None, "Feature processes for the build (default: all CPUs).")
 _LIMIT = flags.DEFINE_integer("limit", 0, "Use only the first N files (0: all).")
+machine.define_absl_flags()
 
 
 def _predecessor_loop(paths):
@@ -48,14 +53,15 @@ def _ours_single_process(paths, frontend):
     features.log_mel(features.load_audio(p, frontend.sample_rate), frontend)
 
 
-def _timed(fn, *args):
-  """(wall seconds, CPU seconds of this process and its reaped children)."""
+def _timed(guard, fn, *args):
+  """(wall seconds, CPU seconds of this process and its reaped children, busy note)."""
+  token = guard.start_row()
   t, c = time.perf_counter(), os.times()
   fn(*args)
   d = os.times()
   cpu = (d.user + d.system + d.children_user + d.children_system
          - c.user - c.system - c.children_user - c.children_system)
-  return time.perf_counter() - t, cpu
+  return time.perf_counter() - t, cpu, guard.end_row(token)
 
 
 def main(argv):
@@ -64,6 +70,8 @@ def main(argv):
   import threadpoolctl  # pylint: disable=g-import-not-at-top
   import tfds_ravdess  # pylint: disable=g-import-not-at-top,unused-import
 
+  guard = machine.Guard(flags.FLAGS)
+  guard.check_before()
   subset, frontend_name = _CONFIG.value.split("_", 1)
   frontend = features.get_frontend(frontend_name)
   srcs = sources.find_sources(_WAV_DIR.value, subset)
@@ -82,13 +90,13 @@ def main(argv):
 
   results = {}
   results["predecessor loop (librosa, default BLAS threads)"] = _timed(
-      _predecessor_loop, paths)
+      guard, _predecessor_loop, paths)
   with threadpoolctl.threadpool_limits(1, user_api="blas"):
     results["predecessor loop (librosa, 1 BLAS thread)"] = _timed(
-        _predecessor_loop, paths)
+        guard, _predecessor_loop, paths)
   if frontend_name == "predecessor48k":
     results["our front end alone (1 process)"] = _timed(
-        _ours_single_process, paths, frontend)
+        guard, _ours_single_process, paths, frontend)
 
   with tempfile.TemporaryDirectory() as data_dir:
     builder = tfds.builder(f"ravdess/{_CONFIG.value}", data_dir=data_dir,
@@ -105,20 +113,22 @@ def main(argv):
     label = (f"full TFDS build ({_CONFIG.value}, "
              f"{'auto' if workers is None else workers} workers, array_record)")
     results[label] = _timed(
-        lambda: builder.download_and_prepare(download_config=config))
+        guard, lambda: builder.download_and_prepare(download_config=config))
     built = builder.info.splits["train"].num_examples
     if built != n:
       raise SystemExit(f"built {built} examples from {n} files")
 
   print(f"\n{n} files, {os.cpu_count()} CPUs, load average "
         f"{os.getloadavg()[0]:.1f}, config {_CONFIG.value}")
-  for name, (wall, cpu) in results.items():
+  for name, (wall, cpu, busy) in results.items():
     print(f"  {name:58s} {n / wall:7.1f} files/s  ({wall:6.1f} s wall, "
-          f"{1000 * cpu / n:5.1f} ms CPU/file)")
-  walls = {k: v[0] for k, v in results.items()}
-  for k in walls:
+          f"{1000 * cpu / n:5.1f} ms CPU/file)" + (f"  ({busy})" if busy else ""))
+  for k, (wall, _, busy) in results.items():
     if k.startswith("predecessor"):
-      print(f"  ratio full build / {k}: {walls[k] / walls[label]:.2f}x")
+      if busy or results[label][2]:
+        print(f"  ratio full build / {k}: not given (machine busy)")
+      else:
+        print(f"  ratio full build / {k}: {wall / results[label][0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -1,30 +1,38 @@
 r"""Per-model size, FLOPs and CPU training speed: Flax vs the PyTorch reference.
 
-  python bench/models.py                                # every registered model
-  python bench/models.py --models=cnnx,cnn_lstm --steps=5
+  python bench/models.py                                # every model with a torch reference
+  python bench/models.py --models=cnnx,cnn_lstm --steps=5 --repeats=7
   python bench/models.py --models=efficientat_mn04 --frames=384   # its fine-tuning input
 
-For each model in `ser_jax.models.MODELS` prints:
+For each model in `ser_jax.models.MODELS` that has a PyTorch reference in
+tests/torch_reference*.py (a module's `REFERENCES`, `torch_reference(name, num_classes)` and
+`to_torch_input(name, x)`; models without one are listed and skipped) prints:
 - params: trainable parameters of the Flax model (equal to the PyTorch reference's; the
   parity tests check it);
 - GFLOPs/ex: forward FLOPs per example at a (mel, time) = 128 x 256 input, from XLA's cost
   analysis of the compiled eval-mode forward at batch 1 (as compiled: AlexNet's 11x11 stride-4
   conv runs as a 3x3 conv on 4x4 space-to-depth blocks, whose zero-padded 12x12 kernel XLA
-  counts, so its figure is 1.19x that conv's true FLOPs);
+  counts, so its figure is 1.19x that conv's true FLOPs; loops such as the CNN-LSTM's
+  recurrence are counted once, not once per step);
 - train-step examples/s of the Flax model (jitted step: train-mode forward, softmax
   cross-entropy, backward, Adam lr 1e-4, BatchNorm statistics update) and of the same
-  PyTorch reference module from tests/torch_reference*.py (eager, CPU, Adam lr 1e-4), at the
-  same batch (default 32), and their ratio (> 1: Flax is faster). EfficientAT
-  (`efficientat_mn01` .. `mn40`) trains its whole network here (frozen_features 0, unlike
+  PyTorch reference module (eager, CPU, Adam lr 1e-4, torch's default threads), at the same
+  batch (default 32): median (min-max) over `--repeats` blocks of `--steps` steps each, and
+  the ratio of the medians (> 1: Flax is faster). EfficientAT (`efficientat_mn01` ..
+  `mn40`) trains its whole network here (frozen_features 0, unlike
   configs/efficientat_mn04.py), against tests/torch_reference_efficientat.py.
-The two frameworks' steps alternate (one Flax step, one PyTorch step, ...) after a warm-up
-step each (which includes XLA's compile), and the *median* step time of each is reported,
-so background load on a shared machine hits both alike. Inputs are random: speed does not
-depend on values.
+The frameworks alternate in blocks (Flax, PyTorch, PyTorch, Flax, ...) after a warm-up
+(XLA's compile and two steps each). Inputs are random: speed does not depend on values.
 
-`import ser_jax` switches XLA:CPU's convolutions from YNNPACK to Eigen (ser_jax/xla_cpu.py);
-the header line says whether it did. `SER_JAX_XLA_CPU_FLAGS=0 python bench/models.py` measures
-XLA's default instead.
+The machine must be quiet (bench/machine.py): before measuring, the load average and the
+busy processes are printed and the script refuses (exit status 3) when other work shares the
+cores; `--force` measures anyway, and any row during which other processes used CPU says
+"machine busy" instead of giving a ratio. See bench/README.md for the quiet-window commands.
+
+`import ser_jax` switches XLA:CPU's convolutions from YNNPACK to Eigen (ser_jax/xla_cpu.py)
+and keeps freed memory in glibc's heap (ser_jax/glibc_malloc.py), in this process, so for
+PyTorch too; the header says whether each was applied.
+`SER_JAX_XLA_CPU_FLAGS=0` / `SER_JAX_GLIBC_MALLOC=0` measure without them.
 """
 import argparse
 import functools
@@ -41,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from ser_jax import models
+import machine  # bench/machine.py: is the machine quiet enough to measure?
 import references  # bench/references.py: the tests' PyTorch reference modules
 
 NUM_CLASSES = 8
@@ -91,7 +100,7 @@ def flax_step_fn(model, learning_rate):
   return tx, step
 
 
-def bench_model(name, refs, args):
+def bench_model(name, refs, args, guard):
   """Returns a dict of the figures for one registry name."""
   shape = (args.mels, args.frames)
   model = models.get_model(name, num_classes=NUM_CLASSES)
@@ -127,50 +136,74 @@ def bench_model(name, refs, args):
     F.cross_entropy(ref(xt), yt).backward()
     opt.step()
 
-  times = {'flax': [], 'torch': []}
-  for i in range(args.steps + 1):  # step 0 warms up (XLA compile, torch allocator)
-    for which, fn in (('flax', flax_step), ('torch', torch_step)):
+  for _ in range(3):  # XLA's compile, then two warm steps each (allocator, caches)
+    flax_step()
+    torch_step()
+  steps = {'flax': flax_step, 'torch': torch_step}
+  rates = {'flax': [], 'torch': []}  # examples/s of each block
+  token = guard.start_row()
+  for r in range(args.repeats):
+    for which in (('flax', 'torch') if r % 2 == 0 else ('torch', 'flax')):
       t0 = time.perf_counter()
-      fn()
-      if i:
-        times[which].append(time.perf_counter() - t0)
-  flax_eps = args.batch_size / statistics.median(times['flax'])
-  torch_eps = args.batch_size / statistics.median(times['torch'])
+      for _ in range(args.steps):
+        steps[which]()
+      rates[which].append(args.batch_size * args.steps / (time.perf_counter() - t0))
+  busy = guard.end_row(token)
+  flax_eps, torch_eps = statistics.median(rates['flax']), statistics.median(rates['torch'])
   return dict(name=name, params=n_params, torch_params=n_torch, gflops=flops / 1e9,
-              flax=flax_eps, torch=torch_eps, ratio=flax_eps / torch_eps)
+              flax=flax_eps, torch=torch_eps, flax_range=_range(rates['flax']),
+              torch_range=_range(rates['torch']), ratio=flax_eps / torch_eps, busy=busy)
+
+
+def _range(values):
+  return f'{min(values):.1f}-{max(values):.1f}'
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--models', default='', help='comma-separated registry names (default: all)')
-  parser.add_argument('--steps', type=int, default=5, help='timed steps per framework')
+  parser.add_argument('--steps', type=int, default=5, help='steps per timed block')
+  parser.add_argument('--repeats', type=int, default=5, help='timed blocks per framework')
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--mels', type=int, default=128)
   parser.add_argument('--frames', type=int, default=256)
+  machine.add_argparse_flags(parser)
   args = parser.parse_args(argv)
 
   refs = _reference_modules()
-  names = [n for n in args.models.split(',') if n] or list(models.MODELS)
+  names = [n for n in args.models.split(',') if n]
   unknown = [n for n in names if n not in models.MODELS]
   if unknown:
     parser.error(f'unknown models {unknown}; registered: {sorted(models.MODELS)}')
   missing = [n for n in names if n not in refs]
   if missing:
     parser.error(f'no PyTorch reference in tests/torch_reference*.py for {missing}')
+  if not names:
+    names = [n for n in models.MODELS if n in refs]
+    skipped = [n for n in models.MODELS if n not in refs]
+    if skipped:
+      print(f'no PyTorch reference in tests/torch_reference*.py (skipped): {", ".join(skipped)}')
+  guard = machine.Guard(args)
+  guard.check_before()
 
   print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} '
         f'({torch.get_num_threads()} threads); batch {args.batch_size}, input '
-        f'{args.mels} x {args.frames}, median of {args.steps} steps each; XLA:CPU conv flag: '
-        f'{ser_jax.XLA_CPU_FLAGS}')
+        f'{args.mels} x {args.frames}; examples/s: median (min-max) of {args.repeats} blocks of '
+        f'{args.steps} steps; XLA:CPU conv flag: {ser_jax.XLA_CPU_FLAGS}; glibc malloc: '
+        f'{ser_jax.GLIBC_MALLOC}')
   width = max(len(n) for n in names + ['model']) + 2
-  header = (f'{"model":<{width}}{"params":>13}{"GFLOPs/ex":>11}{"flax ex/s":>11}'
-            f'{"torch ex/s":>12}{"flax/torch":>12}')
+  header = (f'{"model":<{width}}{"params":>13}{"GFLOPs/ex":>11}{"flax ex/s":>11}{"(min-max)":>14}'
+            f'{"torch ex/s":>12}{"(min-max)":>14}{"flax/torch":>12}')
   print(header)
   for name in names:
-    r = bench_model(name, refs, args)
-    note = '' if r['params'] == r['torch_params'] else f'  (torch params {r["torch_params"]:,})'
+    r = bench_model(name, refs, args, guard)
+    notes = [] if r['params'] == r['torch_params'] else [f'torch params {r["torch_params"]:,}']
+    ratio = f'{r["ratio"]:.2f}'
+    if r['busy']:  # no ratio from a busy machine
+      ratio, notes = 'busy', notes + [r['busy']]
     print(f'{r["name"]:<{width}}{r["params"]:>13,}{r["gflops"]:>11.2f}{r["flax"]:>11.1f}'
-          f'{r["torch"]:>12.1f}{r["ratio"]:>12.2f}{note}', flush=True)
+          f'{r["flax_range"]:>14}{r["torch"]:>12.1f}{r["torch_range"]:>14}{ratio:>12}'
+          + (f'  ({"; ".join(notes)})' if notes else ''), flush=True)
 
 
 if __name__ == '__main__':

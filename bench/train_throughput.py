@@ -10,12 +10,14 @@ training loop's own), in one process:
 - end-to-end: what `train_fold` does per step: `input_pipeline.train_batches` (gather,
   resize/crop, augmentation) in the background prefetch thread, host->device transfer,
   the step, and the periodic loss fetch that checks for non-finite values.
-The two alternate for `--rounds` rounds and the medians are reported, so load from other
-processes on a shared machine hits both alike. Clips are synthetic (random dB images of
-RAVDESS lengths, 294-528 frames at 128 mels); what is measured does not depend on values.
+The two alternate for `--rounds` rounds; medians (and min-max) are reported. Clips are
+synthetic (random dB images of RAVDESS lengths, 294-528 frames at 128 mels); what is measured
+does not depend on values.
 
 Prints examples/s of both and the pipeline overhead: (t_end_to_end - t_bare) / t_bare.
-The target is <= 5% of step time.
+The target is <= 5% of step time. The machine must be quiet (bench/machine.py): the script
+refuses to measure when other processes share the cores (exit status 3; --force measures
+anyway and marks the result "machine busy").
 """
 
 import argparse
@@ -23,7 +25,8 @@ import statistics
 import time
 
 # ser_jax first: its import sets XLA:CPU flags, which must precede any JAX computation.
-from ser_jax import config_lib  # pylint: disable=g-bad-import-order
+import ser_jax  # pylint: disable=g-bad-import-order
+from ser_jax import config_lib
 import jax
 import numpy as np
 
@@ -31,6 +34,7 @@ from ser_jax import input_pipeline
 from ser_jax import model_init
 from ser_jax import parallel
 from ser_jax import steps as steps_lib
+import machine  # bench/machine.py: is the machine quiet enough to measure?
 
 
 def _config(args):
@@ -68,7 +72,10 @@ def main():
   p.add_argument('--rounds', type=int, default=3, help='alternating bare/e2e rounds')
   p.add_argument('--clips', type=int, default=1080, help='training clips (a fold: 1080)')
   p.add_argument('--log_every_steps', type=int, default=10)
+  machine.add_argparse_flags(p)
   args = p.parse_args()
+  guard = machine.Guard(args)
+  guard.check_before()
 
   config = _config(args)
   n_mels = args.input_shape[0] if args.crop_mode == 'crop_pad' else 128
@@ -126,24 +133,29 @@ def main():
   pipe_s = (time.perf_counter() - t) / args.steps
 
   bare_t, e2e_t = [], []
+  token = guard.start_row()
   for r in range(args.rounds):
     state, dt = bare(state)
     bare_t.append(dt)
     state, dt = end_to_end(state, 10 + r)
     e2e_t.append(dt)
+  busy = guard.end_row(token)
   b, e = statistics.median(bare_t), statistics.median(e2e_t)
   n = args.steps * args.batch_size
   print(f'device: {jax.devices()[0].device_kind} x {jax.device_count()}, '
         f'model {args.model}, batch {args.batch_size}, input {tuple(args.input_shape)}, '
         f'crop_mode {args.crop_mode}, specaugment {args.specaugment}, mixup {args.mixup}, '
-        f'parallel {args.parallel}')
+        f'parallel {args.parallel}; XLA:CPU conv flag: {ser_jax.XLA_CPU_FLAGS}; glibc malloc: '
+        f'{ser_jax.GLIBC_MALLOC}')
   print(f'one-off resize of {len(examples)} clips: {prep_s:.2f} s; pipeline alone: '
         f'{1000 * pipe_s:.2f} ms/batch ({args.batch_size / pipe_s:.0f} examples/s)')
-  print(f'bare train step:      {n / b:8.1f} examples/s ({1000 * b / args.steps:.1f} ms/step)'
-        f'   rounds: {", ".join(f"{n / x:.1f}" for x in bare_t)}')
-  print(f'end-to-end training:  {n / e:8.1f} examples/s ({1000 * e / args.steps:.1f} ms/step)'
-        f'   rounds: {", ".join(f"{n / x:.1f}" for x in e2e_t)}')
-  print(f'pipeline overhead: {100 * (e - b) / b:+.1f}% of step time (target <= 5%)')
+  for label, t, med in (('bare train step:    ', bare_t, b), ('end-to-end training:', e2e_t, e)):
+    print(f'{label} {n / med:8.1f} examples/s median ({n / max(t):.1f}-{n / min(t):.1f}), '
+          f'{1000 * med / args.steps:.1f} ms/step; rounds: {", ".join(f"{n / x:.1f}" for x in t)}')
+  if busy:
+    print(f'pipeline overhead: not given ({busy})')
+  else:
+    print(f'pipeline overhead: {100 * (e - b) / b:+.1f}% of step time (target <= 5%)')
 
 
 if __name__ == '__main__':

@@ -46,6 +46,7 @@ import numpy as np
 from ser_jax import checkpoints
 from ser_jax import config_lib
 from ser_jax import errors
+from ser_jax import glibc_malloc
 from ser_jax import inference
 from ser_jax import input_pipeline
 from ser_jax import labels
@@ -303,6 +304,9 @@ def _run_epochs(config, workdir: pathlib.Path, run: FoldRun, state, start_epoch:
                ', '.join(f'{k}={v:.4g}' for k, v in record.items() if isinstance(v, float)))
       if _is_every(epoch, config.checkpoint.every_epochs, last):
         _save(config, run, state, epoch, history)
+      # Heap pages freed this epoch back to the kernel, so that holes the next phases
+      # (evaluation, the next fold) cannot reuse do not pile up (ser_jax/glibc_malloc.py).
+      glibc_malloc.release_free_memory()
   finally:
     tb.close()
     progress.close()

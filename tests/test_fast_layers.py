@@ -148,3 +148,26 @@ def test_depthwise_conv_rejects_what_it_does_not_do():
   with pytest.raises(ValueError, match='no dilation'):
     layers.depthwise_conv(x, jnp.zeros((3, 3, 1, 4)), (1, 1), ((1, 1), (1, 1)),
                           rhs_dilation=(2, 2), feature_group_count=4)
+
+
+@pytest.mark.parametrize('shape, kernel, stride, pad', [
+    ((2, 16, 20, 3), (3, 3), (2, 2), (1, 1)),  # ResNet's stage-opening conv
+    ((2, 15, 21, 3), (3, 3), (2, 2), (1, 1)),  # odd lengths
+    ((2, 16, 20, 3), (1, 1), (2, 2), (0, 0)),  # its 1x1 downsample shortcut
+    ((2, 17, 22, 1), (7, 7), (2, 2), (3, 3)),  # the 7x7 stride-2 stem
+    ((1, 13, 14, 2), (5, 4), (3, 2), (2, 1)),  # unequal strides and kernel sides
+    ((2, 8, 8, 2), (3, 3), (1, 1), (1, 1)),  # stride 1: XLA's convolution, unchanged
+])
+def test_polyphase_conv_matches_strided_conv(shape, kernel, stride, pad):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+  w = jnp.asarray(rng.normal(size=(*kernel, shape[-1], 5)).astype(np.float32))
+  numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ('NHWC', 'HWIO', 'NHWC'))
+  args = (stride, ((pad[0], pad[0]), (pad[1], pad[1])))
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, *args, dimension_numbers=numbers)
+  ours = lambda x, w: layers.polyphase_conv(x, w, *args, dimension_numbers=numbers)
+  expected = ref(x, w)
+  np.testing.assert_array_equal(ours(x, w), expected)  # the forward is XLA's own
+  g = jnp.asarray(rng.normal(size=expected.shape).astype(np.float32))
+  for got, want in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(ref, x, w)[1](g)):
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)

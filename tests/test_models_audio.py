@@ -144,6 +144,60 @@ def test_lstm_gate_order():
   np.testing.assert_allclose(np.asarray(stopped[1]), h_n[-1, 1].numpy(), atol=1e-5)
 
 
+def _convert_grads(named_grads):
+  """torch gradients {state_dict key: array} -> the Flax param tree (same rename table)."""
+  return convert_lib.convert(named_grads, 'predecessor_cnn_lstm')['params']
+
+
+def _assert_trees_close(got, want, atol):
+  flat_want = dict(jax.tree_util.tree_leaves_with_path(want))
+  flat_got = jax.tree_util.tree_leaves_with_path(got)
+  assert len(flat_got) == len(flat_want) > 0
+  for path, value in flat_got:
+    np.testing.assert_allclose(np.asarray(value), flat_want[path], atol=atol, rtol=1e-4,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_cnn_lstm_gradients_match_torch():
+  """The whole model's parameter gradients (the LSTM's custom VJP, the convs) equal torch's."""
+  ref, model, variables, x = _setup('cnn_lstm')
+  ref = copy.deepcopy(ref).train()
+  weights = np.random.default_rng(5).normal(size=(BATCH, NUM_CLASSES)).astype(np.float32)
+  ref.zero_grad()
+  (ref(tr.to_torch_input('cnn_lstm', x)) * torch.from_numpy(weights)).sum().backward()
+  want = _convert_grads({k: p.grad.numpy() for k, p in ref.named_parameters()})
+  got = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({'params': p}, x) * weights)))(
+      variables['params'])
+  _assert_trees_close(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize('lengths', [None, (7, 3, 5)])
+def test_lstm_gradients_match_torch(lengths):
+  """LSTM gradients w.r.t. every weight, both biases and the input equal torch.nn.LSTM's; with
+  `lengths`, those of torch run on each row's first `length` steps only."""
+  torch.manual_seed(6)
+  lstm = tr.randomize(torch.nn.LSTM(6, 4, batch_first=True), seed=7)
+  seq = np.random.default_rng(8).normal(size=(3, 7, 6)).astype(np.float32)
+  weights = np.random.default_rng(9).normal(size=(3, 4)).astype(np.float32)
+  seq_t = torch.from_numpy(seq).requires_grad_()
+  for row in range(3):  # one row at a time, so each can stop at its own length
+    n = 7 if lengths is None else lengths[row]
+    _, (h_n, _) = lstm(seq_t[row:row + 1, :n])
+    (h_n[-1, 0] * torch.from_numpy(weights[row])).sum().backward()
+  want = _convert_grads({f'LSTM.{k}': p.grad.numpy() for k, p in lstm.named_parameters()})
+  params = _convert_grads({f'LSTM.{k}': v for k, v in tr.state_dict_numpy(lstm).items()})
+  module = cnn_lstm.LSTM(4)
+  lens = None if lengths is None else jnp.array(lengths)
+  got_p, got_x = jax.jit(jax.grad(
+      lambda p, s: jnp.sum(module.apply({'params': p}, s, lens) * weights), argnums=(0, 1)))(
+          params['lstm'], seq)
+  _assert_trees_close(got_p, want['lstm'], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(got_x), seq_t.grad.numpy(), atol=1e-5, rtol=1e-4)
+  if lengths is not None:  # steps after a row's length have no effect
+    assert not np.any(np.asarray(got_x)[1, 3:]) and not np.any(np.asarray(got_x)[2, 5:])
+    assert np.all(np.any(np.asarray(got_x)[2, :5] != 0, axis=-1))
+
+
 def test_cnn_lstm_mask_equals_unpadded_clip():
   """A clip padded at the end, with its mask, gives the logits of the unpadded clip."""
   _, model, variables, x = _setup('cnn_lstm')  # 64 frames

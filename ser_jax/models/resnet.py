@@ -49,8 +49,11 @@ class BasicBlock(nn.Module):
 
     s = (self.stride, self.stride)
     residual = x
+    # Strided convs: gradients as stride-1 convs of their phases (XLA:CPU's strided-conv
+    # input gradient is slow); stride 1 is XLA's convolution either way.
     y = nn.Conv(self.features, (3, 3), strides=s, padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=layers.torchvision_conv_init, dtype=self.dtype, name='conv1')(x)
+                kernel_init=layers.torchvision_conv_init, dtype=self.dtype,
+                conv_general_dilated=layers.polyphase_conv, name='conv1')(x)
     y = nn.relu(bn('bn1')(y, use_running_average=not train))
     y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                 kernel_init=layers.torchvision_conv_init, dtype=self.dtype, name='conv2')(y)
@@ -59,7 +62,8 @@ class BasicBlock(nn.Module):
       # torchvision's `downsample` Sequential: 1x1 conv (index 0) then BatchNorm (index 1).
       residual = nn.Conv(self.features, (1, 1), strides=s, padding=((0, 0), (0, 0)),
                          use_bias=False, kernel_init=layers.torchvision_conv_init,
-                         dtype=self.dtype, name='downsample_0')(x)
+                         dtype=self.dtype, conv_general_dilated=layers.polyphase_conv,
+                         name='downsample_0')(x)
       residual = bn('downsample_1')(residual, use_running_average=not train)
     return nn.relu(y + residual)
 
