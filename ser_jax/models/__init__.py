@@ -19,6 +19,7 @@ from ser_jax.models import cnn14
 from ser_jax.models import cnn_lstm
 from ser_jax.models import cnnx
 from ser_jax.models import resnet
+from ser_jax.models import ser_cnn
 from ser_jax.models import vgg
 
 MODELS: dict[str, Callable[..., Any]] = {
@@ -30,6 +31,7 @@ MODELS: dict[str, Callable[..., Any]] = {
     'vgg19_attn': vgg.VGG19Attn,
     'alexnet_attn': alexnet.AlexNetAttn,
     'resnet18': resnet.ResNet18,
+    'ser_cnn': ser_cnn.SERCNN,
 }
 
 
