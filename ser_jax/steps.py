@@ -15,6 +15,7 @@ from jax import lax
 import jax.numpy as jnp
 import optax
 
+from ser_jax import ema
 from ser_jax import errors
 
 
@@ -75,6 +76,8 @@ def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
   else:
     raise errors.UserError("config.optimizer.name must be 'adam_l2' or 'adamw', got "
                            f'{oc.name!r}')
+  if float(oc.get('ema_decay', 0.0) or 0.0):
+    parts.append(ema.ema_transform(float(oc.ema_decay)))  # evaluated instead of the params
   return optax.chain(*parts)
 
 
