@@ -1,0 +1,38 @@
+"""ser-jax's own from-scratch recipe: a small CNN (`ser_cnn`) that trains on 2 CPU cores.
+
+Chosen on validation actors only (see docs/recipe.md for the ablation table and the
+selection rule); the predecessor's protocol otherwise (48 kHz 128-mel log-mel, its 4
+speaker-independent folds, final-epoch metrics on the held-out actors, batch 32).
+
+    python launch/train.py --config=configs/ser_jax_best.py --workdir=workdirs/best
+    python launch/train.py --config=configs/ser_jax_best.py --workdir=workdirs/best \
+        --seeds=41,42,43                                      # 3 seeds + their aggregate
+    python launch/train.py --config=configs/ser_jax_best.py --workdir=workdirs/best_val \
+        --config.folds.validation_actors=3                    # the selection runs
+    python launch/train.py --config=configs/ser_jax_best.py:tiny --workdir=/tmp/best_tiny
+"""
+from ser_jax import config_lib
+
+
+def get_config(arg=None):
+  """Returns the config; `arg='tiny'` gives the smoke-test variant."""
+  c = config_lib.default()
+  c.model.name = 'ser_cnn'
+  c.model.kwargs.widths = (16, 32, 64, 128)
+  c.model.kwargs.stem_pool = (2, 4)
+  c.num_epochs = 40
+
+  # Random 3.2 s crops (clips are 2.9-5.3 s) with a frame mask for the attention pooling.
+  c.data.crop_mode = 'crop_pad'
+  c.data.input_shape = (128, 320)
+  c.data.specaugment.enabled = True
+  c.data.mixup_alpha = 0.2
+  c.data.eval_frames = 528  # the longest RAVDESS speech clip: evaluate every frame
+
+  c.optimizer.name = 'adamw'
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.weight_decay = 1e-2
+  c.optimizer.label_smoothing = 0.1
+  c.schedule.name = 'warmup_cosine'
+  c.schedule.warmup_epochs = 2.0
+  return config_lib.with_variant(c, arg, __file__, tiny_input_shape=(32, 64))
