@@ -24,7 +24,7 @@ def test_names_shapes_and_parameter_count():
                             'block2_conv1', 'classifier', 'input_bn']
   assert params['block2_conv1']['kernel'].shape == (3, 3, 4, 8)
   count = sum(p.size for p in jax.tree.leaves(params))
-  # input_bn 2*16; convs 9*1*4 + 9*4*8 (no bias); BNs 2*4 + 2*8; attention 8*8+8 + 8;
+  # input_bn 2*16 (per input mel bin); convs 9*1*4 + 9*4*8 (no bias); BNs 2*4 + 2*8; attention 8*8+8 + 8;
   # classifier 8*5+5.
   assert count == 32 + 36 + 288 + 8 + 16 + 80 + 45
   assert model.apply(variables, x, train=False).shape == (2, 5)
@@ -69,3 +69,21 @@ def test_train_mode_updates_batch_stats_and_uses_dropout():
   assert not np.allclose(out1, out2)  # different dropout masks
   assert not np.allclose(new1['batch_stats']['block1_bn1']['mean'],
                          variables['batch_stats']['block1_bn1']['mean'])
+
+
+def test_patch_stem_and_temporal_blocks():
+  x = np.arange(2 * 4 * 6).reshape(2, 4, 6, 1).astype(np.float32)
+  patches = np.asarray(ser_cnn._patches(jnp.asarray(x), (2, 3)))  # (2, 2, 2, 6)
+  assert patches.shape == (2, 2, 2, 6)
+  np.testing.assert_array_equal(patches[1, 1, 0], x[1, 2:4, 0:3, 0].reshape(-1))
+  model = models.get_model('ser_cnn', widths=(4, 8), pools=((2, 2), (2, 2)),
+                           stem_pool=(2, 4), stem_features=6, temporal_widths=(10,))
+  x, variables = _init(model, (2, 16, 64, 1))
+  params = variables['params']
+  assert params['stem']['kernel'].shape == (8, 6)  # one 2 x 4 patch -> 6 channels
+  assert params['block1_conv1']['kernel'].shape == (3, 3, 6, 4)
+  # After the 2-D blocks the map is (mel 2, time 4, 8 channels): 16 features per step.
+  assert params['temporal1_conv']['kernel'].shape == (3, 16, 10)
+  assert params['attention']['dense']['kernel'].shape == (10, 10)
+  mask = jnp.broadcast_to(jnp.arange(64) < 40, (2, 64))
+  assert model.apply(variables, x, train=False, mask=mask).shape == (2, 8)

@@ -1,10 +1,11 @@
 """SER-CNN: a small from-scratch CNN sized for CPU training (configs/ser_jax_best.py).
 
 Input (batch, mel, time, 1), read as an image with H = mel, W = time.
-- `stem_pool`: average pool of the log-mel before any convolution (e.g. (2, 1) halves the
-  mel axis), the cheapest way to cut the cost of every later layer;
 - `input_bn`: a BatchNorm with one feature per mel bin (PANNs' `bn0`), a learned
   normalisation of each frequency band over the training set;
+- `stem_pool`: average pool of the log-mel before any convolution (e.g. (2, 1) halves the
+  mel axis), the cheapest way to cut the cost of every later layer; or, with
+  `stem_features`, a learned patch embedding of the same size;
 - blocks `block{i}`: (conv3x3 'SAME', no bias -> BatchNorm -> ReLU) x `convs_per_block`,
   average pool `pools[i]`, dropout `dropout_rate`;
 - head: U-vector attention (`head='attention'`, `attention.UAttention` over every position
@@ -44,6 +45,15 @@ def _avg_pool(x, window):
   return x.reshape(batch, h // ph, ph, w // pw, pw, c).mean(axis=(2, 4))
 
 
+def _patches(x, window):
+  """(batch, H, W, 1) -> (batch, H/ph, W/pw, ph * pw): non-overlapping patches, floor mode."""
+  batch, h, w, c = x.shape
+  ph, pw = window
+  x = x[:, :h // ph * ph, :w // pw * pw]
+  x = x.reshape(batch, h // ph, ph, w // pw, pw, c)
+  return jnp.transpose(x, (0, 1, 3, 2, 4, 5)).reshape(batch, h // ph, w // pw, ph * pw * c)
+
+
 class SERCNN(nn.Module):
   """Small CNN with masked pooling. Input (batch, mel, time, 1); logits (batch, classes)."""
   num_classes: int = 8
@@ -51,6 +61,10 @@ class SERCNN(nn.Module):
   pools: Sequence[Sequence[int]] = ((2, 2), (2, 2), (2, 2), (2, 2))  # (mel, time) per block
   convs_per_block: int = 1
   stem_pool: Sequence[int] = (2, 1)  # (mel, time) average pool of the input
+  # > 0: a learned patch stem instead of the average: each stem_pool patch of the input
+  # -> stem_features channels (a dense layer over the patch's pixels, like a ViT patch
+  # embedding; a matmul, cheap on CPU), so the downsampling keeps what averaging discards.
+  stem_features: int = 0
   input_bn: bool = True
   # 1-D conv blocks over time after the 2-D ones (k3 'SAME', BN, ReLU, no pooling): the
   # last map's (mel', channels) become the channels. () keeps the 2-D map for the head.
@@ -70,16 +84,18 @@ class SERCNN(nn.Module):
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
     if x.ndim != 4 or x.shape[-1] != 1:
       raise ValueError(f'SERCNN expects (batch, mel, time, 1), got shape {x.shape}')
-    stem = tuple(int(p) for p in self.stem_pool)
-    if stem != (1, 1):
-      x = _avg_pool(x, stem)
     if self.input_bn:
-      batch, mels, steps, _ = x.shape
       # One BatchNorm feature per mel bin: (batch, time, mel) puts mel last.
       y = jnp.transpose(x[..., 0], (0, 2, 1))
       y = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name, name='input_bn')(
           y, use_running_average=not train)
       x = jnp.transpose(y, (0, 2, 1))[..., None]
+    stem = tuple(int(p) for p in self.stem_pool)
+    if self.stem_features:
+      x = layers.torch_dense(self.stem_features, stem[0] * stem[1], dtype=self.dtype,
+                             name='stem')(_patches(x, stem))
+    elif stem != (1, 1):
+      x = _avg_pool(x, stem)
     for i, (width, pool) in enumerate(zip(self.widths, self.pools), start=1):
       pool = tuple(int(p) for p in pool)
       for j in range(1, self.convs_per_block + 1):
