@@ -1,19 +1,12 @@
-"""Tests of ser_jax/ema.py (weight averaging inside the optimiser state) and its use by
-ema.for_evaluation."""
-import pathlib
-import sys
-
+"""Tests of ser_jax/ema.py: weight averaging inside the optimiser state, for_evaluation."""
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from ser_jax import config_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import ema  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import config_lib
+from ser_jax import ema
+from ser_jax import steps
 
 
 def test_ema_tracks_the_parameters_after_each_step():

@@ -2,17 +2,12 @@
 two-seed training run through train_over_seeds."""
 import json
 import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'tests'))
-
-from ser_jax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
-from ser_jax import seeds  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ser_jax import errors
+from ser_jax import seeds
 
 
 def _fold(fold, actors, accuracy, confusion):
@@ -80,9 +75,9 @@ def test_parse_seeds():
 
 
 def test_train_over_seeds_runs_each_seed_and_aggregates(tmp_path, monkeypatch):
-  from ser_jax import train  # pylint: disable=g-import-not-at-top
+  from ser_jax import models  # pylint: disable=g-import-not-at-top
   import test_train  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(train, 'get_model', test_train.tiny_get_model)
+  monkeypatch.setitem(models.MODELS, 'tiny', test_train.TinyNet)
   config = test_train.tiny_config(num_epochs=1)
   examples = test_train.synthetic_examples()
   summary = seeds.train_over_seeds(config, tmp_path, [3, 5], examples=examples)
