@@ -24,7 +24,7 @@ def test_names_shapes_and_parameter_count():
                             'block2_conv1', 'classifier', 'input_bn']
   assert params['block2_conv1']['kernel'].shape == (3, 3, 4, 8)
   count = sum(p.size for p in jax.tree.leaves(params))
-  # input_bn 2*16 (per input mel bin); convs 9*1*4 + 9*4*8 (no bias); BNs 2*4 + 2*8; attention 8*8+8 + 8;
+  # input_bn 2*16 (per mel bin); convs 9*1*4 + 9*4*8 (no bias); BNs 2*4 + 2*8; attention 8*8+8 + 8;
   # classifier 8*5+5.
   assert count == 32 + 36 + 288 + 8 + 16 + 80 + 45
   assert model.apply(variables, x, train=False).shape == (2, 5)

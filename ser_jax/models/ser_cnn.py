@@ -1,11 +1,12 @@
 """SER-CNN: a small from-scratch CNN sized for CPU training (configs/ser_jax_best.py).
 
 Input (batch, mel, time, 1), read as an image with H = mel, W = time.
-- `input_bn`: a BatchNorm with one feature per mel bin (PANNs' `bn0`), a learned
-  normalisation of each frequency band over the training set;
 - `stem_pool`: average pool of the log-mel before any convolution (e.g. (2, 1) halves the
   mel axis), the cheapest way to cut the cost of every later layer; or, with
   `stem_features`, a learned patch embedding of the same size;
+- `input_bn`: a BatchNorm with one feature per mel bin (PANNs' `bn0`), a learned
+  normalisation of each frequency band over the training set (after the average pool,
+  before the patch stem);
 - blocks `block{i}`: (conv3x3 'SAME', no bias -> BatchNorm -> ReLU) x `convs_per_block`,
   average pool `pools[i]`, dropout `dropout_rate`;
 - head: U-vector attention (`head='attention'`, `attention.UAttention` over every position
@@ -84,18 +85,15 @@ class SERCNN(nn.Module):
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
     if x.ndim != 4 or x.shape[-1] != 1:
       raise ValueError(f'SERCNN expects (batch, mel, time, 1), got shape {x.shape}')
-    if self.input_bn:
-      # One BatchNorm feature per mel bin: (batch, time, mel) puts mel last.
-      y = jnp.transpose(x[..., 0], (0, 2, 1))
-      y = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name, name='input_bn')(
-          y, use_running_average=not train)
-      x = jnp.transpose(y, (0, 2, 1))[..., None]
+    # input_bn normalises each mel bin of a 1-channel image: the average pool's output, or
+    # the patch stem's input.
     stem = tuple(int(p) for p in self.stem_pool)
     if self.stem_features:
+      x = self._input_bn(x, train)
       x = layers.torch_dense(self.stem_features, stem[0] * stem[1], dtype=self.dtype,
                              name='stem')(_patches(x, stem))
-    elif stem != (1, 1):
-      x = _avg_pool(x, stem)
+    else:
+      x = self._input_bn(_avg_pool(x, stem) if stem != (1, 1) else x, train)
     for i, (width, pool) in enumerate(zip(self.widths, self.pools), start=1):
       pool = tuple(int(p) for p in pool)
       for j in range(1, self.convs_per_block + 1):
@@ -136,3 +134,12 @@ class SERCNN(nn.Module):
     x = nn.Dropout(self.head_dropout_rate, deterministic=not train)(x)
     return layers.torch_dense(self.num_classes, x.shape[-1], dtype=self.dtype,
                               name='classifier')(x)
+
+  def _input_bn(self, x, train: bool):
+    """One BatchNorm feature per mel bin of a (batch, mel, time, 1) image (if enabled)."""
+    if not self.input_bn:
+      return x
+    y = jnp.transpose(x[..., 0], (0, 2, 1))  # (batch, time, mel): mel last
+    y = layers.BatchNorm(dtype=self.dtype, axis_name=self.bn_axis_name, name='input_bn')(
+        y, use_running_average=not train)
+    return jnp.transpose(y, (0, 2, 1))[..., None]
