@@ -309,6 +309,7 @@ RESUMABLE_FIELDS = {
     'data.num_workers': 'input-pipeline processes (the order is a function of seed and epoch)',
     'folds.which': 'which folds this run trains (each fold has its own checkpoints)',
     'init.expect_pretrained': 'only decides whether a missing init.pretrained warns',
+    'selection_rule': 'a sentence printed in results.md (how the recipe was chosen)',
 }
 RESUME_HINT = (
     'A resumed run may change only ' + ', '.join(RESUMABLE_FIELDS) + ', and num_epochs when '

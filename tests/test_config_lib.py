@@ -141,7 +141,8 @@ def test_workdir_of_another_front_end_is_refused(tmp_path):
      r"'optimizer\.learnig_rate' does not exist \('optimizer' has no 'learnig_rate'\); "
      r'closest known keys: config\.optimizer\.learning_rate,'),
     ('nonexistent', r"^--config\.nonexistent: config key 'nonexistent' does not exist; "
-     r'known keys there: config\.batch_size, .*config\.seed \(keys cannot be added'),
+     r'known keys there: config\.batch_size, .*config\.seed, config\.selection_rule '
+     r'\(keys cannot be added'),
     ('data.input_shap', r'closest known keys: config\.data\.input_shape'),
     ('seed.x', r"'seed' has no 'x'.*closest known keys: config\.seed"),
 ])
@@ -167,6 +168,6 @@ def test_launcher_prints_an_unknown_key_as_one_line(config_args, tmp_path):
       "train.py: error: --config.optimizer.learnig_rate: config key "
       "'optimizer.learnig_rate' does not exist ('optimizer' has no 'learnig_rate'); "
       'closest known keys: config.optimizer.learning_rate, config.optimizer.name, '
-      'config.optimizer.weight_decay (keys cannot be added on the command line; new ones '
+      'config.optimizer.ema_decay (keys cannot be added on the command line; new ones '
       'go in a config file)')
   assert 'Traceback' not in proc.stderr and not any(tmp_path.iterdir())
