@@ -71,6 +71,21 @@ def test_train_mode_updates_batch_stats_and_uses_dropout():
                          variables['batch_stats']['block1_bn1']['mean'])
 
 
+@pytest.mark.parametrize('before', [False, True])
+def test_input_bn_normalises_the_pooled_or_the_input_bins(before):
+  """bn_before_pool: one statistic per input mel bin (16), else per pooled bin (8)."""
+  model = models.get_model('ser_cnn', **dict(SMALL, stem_pool=(2, 1), bn_before_pool=before))
+  x, variables = _init(model, (4, 16, 32, 1))
+  _, new = model.apply(variables, x, train=True, rngs={'dropout': jax.random.PRNGKey(1)},
+                       mutable=['batch_stats'])
+  bins = np.asarray(x)[..., 0].mean(axis=(0, 2))  # (16,) per input mel bin
+  if not before:
+    bins = bins.reshape(8, 2).mean(axis=1)  # the (2, 1) average pool's bins
+  # Running mean starts at 0 and moves by (1 - momentum 0.9) of the batch mean.
+  np.testing.assert_allclose(new['batch_stats']['input_bn']['mean'], 0.1 * bins,
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_patch_stem_and_temporal_blocks():
   x = np.arange(2 * 4 * 6).reshape(2, 4, 6, 1).astype(np.float32)
   patches = np.asarray(ser_cnn._patches(jnp.asarray(x), (2, 3)))  # (2, 2, 2, 6)

@@ -5,8 +5,8 @@ Input (batch, mel, time, 1), read as an image with H = mel, W = time.
   mel axis), the cheapest way to cut the cost of every later layer; or, with
   `stem_features`, a learned patch embedding of the same size;
 - `input_bn`: a BatchNorm with one feature per mel bin (PANNs' `bn0`), a learned
-  normalisation of each frequency band over the training set (after the average pool,
-  before the patch stem);
+  normalisation of each frequency band over the training set (before the patch stem;
+  after the average pool, or before it with `bn_before_pool`);
 - blocks `block{i}`: (conv3x3 'SAME', no bias -> BatchNorm -> ReLU) x `convs_per_block`,
   average pool `pools[i]`, dropout `dropout_rate`;
 - head: U-vector attention (`head='attention'`, `attention.UAttention` over every position
@@ -67,6 +67,10 @@ class SERCNN(nn.Module):
   # embedding; a matmul, cheap on CPU), so the downsampling keeps what averaging discards.
   stem_features: int = 0
   input_bn: bool = True
+  # True: input_bn normalises the input's mel bins before the average pool (one feature
+  # per input bin, e.g. 128); False: the pooled bins (e.g. 64). configs/ser_jax_best.py's
+  # validated run (docs/recipe.md, v2) had True.
+  bn_before_pool: bool = False
   # 1-D conv blocks over time after the 2-D ones (k3 'SAME', BN, ReLU, no pooling): the
   # last map's (mel', channels) become the channels. () keeps the 2-D map for the head.
   temporal_widths: Sequence[int] = ()
@@ -85,15 +89,20 @@ class SERCNN(nn.Module):
     x = jnp.asarray(x, self.dtype)  # (batch, mel, time, 1)
     if x.ndim != 4 or x.shape[-1] != 1:
       raise ValueError(f'SERCNN expects (batch, mel, time, 1), got shape {x.shape}')
-    # input_bn normalises each mel bin of a 1-channel image: the average pool's output, or
-    # the patch stem's input.
+    # input_bn normalises each mel bin of a 1-channel image: the patch stem's input, or the
+    # average pool's output (its input with bn_before_pool).
     stem = tuple(int(p) for p in self.stem_pool)
     if self.stem_features:
       x = self._input_bn(x, train)
       x = layers.torch_dense(self.stem_features, stem[0] * stem[1], dtype=self.dtype,
                              name='stem')(_patches(x, stem))
     else:
-      x = self._input_bn(_avg_pool(x, stem) if stem != (1, 1) else x, train)
+      if self.bn_before_pool:
+        x = self._input_bn(x, train)
+      if stem != (1, 1):
+        x = _avg_pool(x, stem)
+      if not self.bn_before_pool:
+        x = self._input_bn(x, train)
     for i, (width, pool) in enumerate(zip(self.widths, self.pools), start=1):
       pool = tuple(int(p) for p in pool)
       for j in range(1, self.convs_per_block + 1):
