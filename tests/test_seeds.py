@@ -87,3 +87,35 @@ def test_train_over_seeds_runs_each_seed_and_aggregates(tmp_path, monkeypatch):
       [r['folds'][0]['accuracy'] for r in runs])
   assert summary['num_examples'] == 2 * 5  # actor 4's 5 clips, once per seed
   assert config.seed == 41  # the caller's config is not changed
+
+
+@pytest.mark.slow
+def test_launcher_seeds_flag_on_real_clips(mini_data_dir, tmp_path):
+  """launch/train.py --seeds with configs/ser_jax_best.py:tiny on RAVDESS actors 1-4."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import test_train  # pylint: disable=g-import-not-at-top
+  cmd = [sys.executable, str(test_train.ROOT / 'launch' / 'train.py'),
+         f'--config={test_train.ROOT / "configs" / "ser_jax_best.py"}:tiny',
+         f'--workdir={tmp_path}', f'--config.data.data_dir={mini_data_dir}',
+         '--config.data.download=False', '--config.folds.test_actors=4',
+         '--config.num_epochs=1', '--seeds=3,5']
+  env = dict(os.environ, PYTHONPATH=str(test_train.ROOT))
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'ser_cnn: accuracy' in proc.stdout
+  runs = [json.loads((tmp_path / f'seed_{s}' / 'results.json').read_text()) for s in (3, 5)]
+  assert [r['config']['seed'] for r in runs] == [3, 5]
+  assert [r['folds'][0]['num_examples'] for r in runs] == [60, 60]  # actor 4, once each
+  written = json.loads((tmp_path / 'results.json').read_text())
+  assert written['summary']['seeds'] == [3, 5]
+  assert written['summary']['num_examples'] == 120
+  md = (tmp_path / 'results.md').read_text()
+  assert md.startswith('# Results: ') and ', 2 seeds' in md.splitlines()[0]
+  assert 'Selection rule: settings chosen on validation actors only' in md
+  bad = subprocess.run(cmd[:-1] + ['--seeds=3,x'], capture_output=True, text=True,
+                       timeout=300, env=env)
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1].startswith('train.py: error: --seeds must be '
+                                                         'integers')
