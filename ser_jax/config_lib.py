@@ -68,7 +68,7 @@ def default() -> ml_collections.ConfigDict:
   # crop_pad only: training-time warps of the full clip, before cropping (0 disables):
   c.data.time_stretch = 0.0  # tempo factor drawn from U[1 - s, 1 + s] (time axis resampled)
   c.data.freq_warp = 0.0  # mel-axis stretch factor from U[1 - w, 1 + w] (VTLP-style)
-  c.data.eval_frames = 0  # crop_pad: frames of evaluation clips (pad/centre crop); 0: input_shape[1]
+  c.data.eval_frames = 0  # crop_pad: evaluation clip frames (pad/centre crop); 0: input_shape[1]
   c.data.normalize = 'none'  # per clip, once: 'none' | 'utterance' (mean/std) | 'mel' (per mel bin)
   c.data.num_workers = 0  # input-pipeline worker processes (0: in the main process)
 
@@ -454,6 +454,7 @@ _TRAINING_NUMBERS = (
     ('optimizer.weight_decay', '>=', 0.0),
     ('optimizer.grad_clip_norm', '>=', 0.0),  # 0 disables clipping
     ('optimizer.label_smoothing', '[)', (0.0, 1.0)),  # 1 would make every target uniform
+    ('optimizer.ema_decay', '[)', (0.0, 1.0)),  # 0 disables the weight average
     ('schedule.warmup_epochs', '>=', 0.0),
     ('data.mixup_alpha', '>=', 0.0),  # 0 disables mixup
     ('data.specaugment.num_freq_masks', 'int>=', 0),

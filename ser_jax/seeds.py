@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ser_jax import config_lib
 from ser_jax import errors
 from ser_jax import metrics as metrics_lib
 from ser_jax import reports
@@ -91,24 +92,14 @@ def _load_runs(workdir: pathlib.Path, seeds: Sequence[int] | None
   return runs
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      flat.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      flat[f'{prefix}{k}'] = v
-  return flat
-
-
 def _check_same_experiment(runs: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
   """Raises UserError unless the runs differ only in their seed and share their folds."""
   first_seed, first = runs[0]
-  base = _flatten(first['config'])
+  base = config_lib._flatten(first['config'])  # pylint: disable=protected-access
   base.pop('seed', None)
   folds = [f.get('test_actors') for f in first['folds']]
   for seed, run in runs[1:]:
-    other = _flatten(run['config'])
+    other = config_lib._flatten(run['config'])  # pylint: disable=protected-access
     other.pop('seed', None)
     differ = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
     if differ:
