@@ -2,6 +2,7 @@ r"""Trains and cross-validates an experiment: a thin launcher over `ser_jax.trai
 
   python launch/train.py --config=configs/cnnx.py --workdir=workdirs/cnnx
   python launch/train.py --config=configs/cnnx.py:tiny --workdir=/tmp/cnnx_tiny
+  python launch/train.py --config=configs/cnnx.py --workdir=workdirs/cnnx3 --seeds=41,42,43
   python launch/train.py --config=configs/cnn14.py --workdir=workdirs/cnn14 \
       --config.num_epochs=10 --config.folds.which=0,1 --config.parallel=jit
 
@@ -27,6 +28,9 @@ _CONFIG = config_lib.define_config_flag(
     default=str(pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'default.py'))
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder: checkpoints, reports, '
                                'TensorBoard events. Rerun with the same one to resume.')
+_SEEDS = flags.DEFINE_list('seeds', [], 'Run the experiment once per seed (overriding '
+                           'config.seed) into WORKDIR/seed_<s>/ and aggregate them into '
+                           'WORKDIR/results.md, e.g. --seeds=41,42,43.')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -44,6 +48,7 @@ def main(argv):
   with errors.exit_on_user_error('train.py'):
     distributed.maybe_initialize()  # before anything touches a JAX backend
   import jax  # pylint: disable=g-import-not-at-top
+  from ser_jax import seeds  # pylint: disable=g-import-not-at-top
   from ser_jax import train  # pylint: disable=g-import-not-at-top
 
   # ser_jax logs through the standard library; absl's handler prints it.
@@ -54,9 +59,12 @@ def main(argv):
   # Configuration, data and divergence problems: one clear line; anything else is a bug
   # and keeps its traceback.
   with errors.exit_on_user_error('train.py'):
-    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if _SEEDS.value:
+      summary = seeds.train_over_seeds(_CONFIG.value, _WORKDIR.value, _SEEDS.value)
+    else:
+      summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
-    mean, std = summary['mean'], summary['std']
+    mean, std = summary['mean'], summary['std']  # std over seeds with --seeds, else folds
     print(f"{_CONFIG.value.model.name}: " + ', '.join(
         f'{k} {100 * mean[k]:.2f}% (+- {100 * std[k]:.2f})'
         for k in ('accuracy', 'precision', 'recall', 'f1')))

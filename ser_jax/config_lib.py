@@ -76,6 +76,11 @@ def default() -> ml_collections.ConfigDict:
   c.data.specaugment.num_time_masks = 2
   c.data.specaugment.max_time_width = 32
   c.data.mixup_alpha = 0.0  # 0 disables mixup
+  # crop_pad only: training-time warps of the full clip, before cropping (0 disables):
+  c.data.time_stretch = 0.0  # tempo factor drawn from U[1 - s, 1 + s] (time axis resampled)
+  c.data.freq_warp = 0.0  # mel-axis stretch factor from U[1 - w, 1 + w] (VTLP-style)
+  c.data.eval_frames = 0  # crop_pad: evaluation clip frames (pad/centre crop); 0: input_shape[1]
+  c.data.normalize = 'none'  # per clip, once: 'none' | 'utterance' (mean/std) | 'mel' (per mel bin)
   c.data.num_workers = 0  # input-pipeline worker processes (0: in the main process)
 
   c.folds = ml_collections.ConfigDict()
@@ -106,6 +111,7 @@ def default() -> ml_collections.ConfigDict:
   # Regex (re.search) of the param paths that train, e.g. '^classifier_5/'; others get zero
   # updates (no gradient step, no L2 or weight decay). '' trains all.
   c.optimizer.trainable = ''
+  c.optimizer.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'constant'  # 'constant' | 'warmup_cosine'
@@ -122,6 +128,10 @@ def default() -> ml_collections.ConfigDict:
   c.init.source = ''  # converter name for a .pth (ser_jax.convert.SOURCES); '' for a directory
   c.init.dont_load = ()  # regexes of param paths meant to differ (new head, new stem)
   c.init.expect_pretrained = False  # warn loudly when True and no weights are given
+
+  # How this recipe's settings were chosen (printed in results.md). '' for the
+  # predecessor's recipes, which are reproduced unchanged.
+  c.selection_rule = ''
 
   c.log_every_steps = 10
   c.eval_every_epochs = 1
@@ -359,6 +369,7 @@ RESUMABLE_FIELDS = {
     'data.num_workers': 'input-pipeline processes (the order is a function of seed and epoch)',
     'folds.which': 'which folds this run trains (each fold has its own checkpoints)',
     'init.expect_pretrained': 'only decides whether a missing init.pretrained warns',
+    'selection_rule': 'a sentence printed in results.md (how the recipe was chosen)',
 }
 RESUME_HINT = (
     'A resumed run may change only ' + ', '.join(RESUMABLE_FIELDS) + ', and num_epochs when '
@@ -533,6 +544,7 @@ _TRAINING_NUMBERS = (
     ('optimizer.weight_decay', '>=', 0.0),
     ('optimizer.grad_clip_norm', '>=', 0.0),  # 0 disables clipping
     ('optimizer.label_smoothing', '[)', (0.0, 1.0)),  # 1 would make every target uniform
+    ('optimizer.ema_decay', '[)', (0.0, 1.0)),  # 0 disables the weight average
     ('schedule.warmup_epochs', '>=', 0.0),
     ('data.mixup_alpha', '>=', 0.0),  # 0 disables mixup
     ('data.specaugment.num_freq_masks', 'int>=', 0),

@@ -86,6 +86,7 @@ from ser_jax import labels as labels_lib
 log = logging.getLogger(__name__)
 
 CROP_MODES = ('resize', 'crop_pad')
+NORMALIZATIONS = ('none', 'utterance', 'mel')
 
 
 @dataclasses.dataclass
@@ -110,6 +111,7 @@ class Examples:
   resized_to: tuple[int, int] | None = None
   speakers: np.ndarray | None = None
   groups: np.ndarray | None = None
+  normalized: str = 'none'
 
   def __post_init__(self):
     if self.speakers is None:
@@ -130,20 +132,22 @@ class Examples:
     return Examples(
         images=[self.images[i] for i in indices], labels=self.labels[idx],
         actors=self.actors[idx], file_names=[self.file_names[i] for i in indices],
-        resized_to=self.resized_to, speakers=self.speakers[idx], groups=self.groups[idx])
+        resized_to=self.resized_to, speakers=self.speakers[idx], groups=self.groups[idx],
+        normalized=self.normalized)
 
 
 def concatenate(parts: Sequence[Examples]) -> Examples:
   """The clips of `parts` in order; part i's clips get group i."""
-  if len({p.resized_to for p in parts}) > 1:
-    raise ValueError('concatenate: the parts were resized to different shapes')
+  if len({p.resized_to for p in parts}) > 1 or len({p.normalized for p in parts}) > 1:
+    raise ValueError('concatenate: the parts were resized or normalised differently')
   return Examples(
       images=[im for p in parts for im in p.images],
       labels=np.concatenate([p.labels for p in parts]),
       actors=np.concatenate([p.actors for p in parts]),
       file_names=[n for p in parts for n in p.file_names], resized_to=parts[0].resized_to,
       speakers=np.concatenate([p.speakers for p in parts]),
-      groups=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]))
+      groups=np.concatenate([np.full(len(p), i, np.int32) for i, p in enumerate(parts)]),
+      normalized=parts[0].normalized)
 
 
 def sort_speakers(speakers: Iterable[int | str]) -> list[int | str]:
@@ -321,18 +325,67 @@ def resize_bilinear(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def check_data_config(data_config) -> None:
-  """Raises UserError unless `crop_mode` and `input_shape` are valid (config_lib.validate)."""
+  """Raises UserError unless the data settings are valid (called by config_lib.validate)."""
   if data_config.crop_mode not in CROP_MODES:
     raise errors.UserError(f'config.data.crop_mode must be one of {CROP_MODES}, got '
                            f'{data_config.crop_mode!r}')
   shape = tuple(data_config.input_shape)
   if len(shape) != 2 or min(shape) < 1:
     raise errors.UserError(f'config.data.input_shape must be (mel, time), got {shape}')
+  norm = data_config.get('normalize', 'none')
+  if norm not in NORMALIZATIONS:
+    raise errors.UserError(f'config.data.normalize must be one of {NORMALIZATIONS}, got '
+                           f'{norm!r}')
+  for name in ('time_stretch', 'freq_warp'):
+    value = float(data_config.get(name, 0.0))
+    if not 0.0 <= value < 1.0:
+      raise errors.UserError(f'config.data.{name} must be in [0, 1) (the largest relative '
+                             f'change), got {value}')
+  if data_config.crop_mode == 'resize':
+    # The warps act on the full clip before cropping (a resize would undo a tempo change),
+    # and a resized clip has input_shape's length.
+    for name in ('time_stretch', 'freq_warp', 'eval_frames'):
+      if data_config.get(name, 0):
+        raise errors.UserError(f"config.data.{name} needs crop_mode 'crop_pad' (got "
+                               "'resize')")
+
+
+def normalize(image: np.ndarray, how: str) -> np.ndarray:
+  """Per-utterance normalisation of a `(mel, frames)` log-mel.
+
+  'utterance': zero mean, unit variance over the whole clip; 'mel': the same per mel bin
+  over time (cepstral mean/variance normalisation's log-mel form, removing a speaker's or
+  channel's fixed spectral tilt); 'none': unchanged.
+  """
+  if how not in NORMALIZATIONS:
+    raise errors.UserError(f'config.data.normalize must be one of {NORMALIZATIONS}, got '
+                           f'{how!r}')
+  if how == 'none':
+    return image
+  axis = None if how == 'utterance' else 1
+  mean = image.mean(axis=axis, keepdims=True)
+  std = image.std(axis=axis, keepdims=True)
+  # Bins stuck near the dB floor have almost no variance; a floor of a tenth of the clip's
+  # spread keeps their noise from being blown up to unit variance.
+  std = np.maximum(std, 0.1 * image.std() + 1e-6)
+  return ((image - mean) / std).astype(np.float32)
 
 
 def prepare_images(examples: Examples, data_config) -> Examples:
-  """In `resize` mode resizes every image once to `input_shape`; checks `crop_pad` shapes."""
+  """Normalises every clip once (`normalize`); in `resize` mode resizes it to `input_shape`.
+
+  Checks the mel axis of `crop_pad` clips. Idempotent: an already prepared selection is
+  returned as it is.
+  """
   shape = tuple(int(s) for s in data_config.input_shape)
+  how = data_config.get('normalize', 'none')
+  if examples.normalized != how:
+    if examples.normalized != 'none' or examples.resized_to is not None:
+      raise errors.UserError(f'prepare_images: clips already prepared with normalize='
+                             f'{examples.normalized!r}, resized_to={examples.resized_to}; '
+                             f'cannot apply normalize={how!r}')
+    examples = dataclasses.replace(
+        examples, images=[normalize(im, how) for im in examples.images], normalized=how)
   if data_config.crop_mode == 'resize':
     if examples.resized_to == shape:
       return examples
@@ -443,15 +496,58 @@ def _spec_augment(image: np.ndarray, cfg, rng: np.random.Generator) -> np.ndarra
   return image
 
 
+def time_stretch(image: np.ndarray, rate: float) -> np.ndarray:
+  """Resamples the time axis of `(mel, frames)` to round(frames * rate) frames (linear).
+
+  A tempo change of the log-mel (speaking rate), the pitch and spectral envelope unchanged.
+  """
+  frames = max(1, int(round(image.shape[1] * rate)))
+  return resize_bilinear(image, (image.shape[0], frames))
+
+
+def freq_warp(image: np.ndarray, alpha: float) -> np.ndarray:
+  """Stretches the mel axis of `(mel, frames)` by `alpha`, pinned at bin 0 (linear).
+
+  Output bin i reads the input at bin i / alpha (past the top bin: the top bin), so
+  alpha > 1 moves spectral peaks up. A vocal-tract-length-style warp (VTLP) done on the
+  mel index rather than on Hz: on the mel scale a VTL factor is a shift above ~1 kHz and a
+  stretch below it; the stretch of the index is the simple stand-in.
+  """
+  n_mel = image.shape[0]
+  src = np.minimum(np.arange(n_mel, dtype=np.float64) / alpha, n_mel - 1)
+  i0 = np.floor(src).astype(np.int64)
+  i1 = np.minimum(i0 + 1, n_mel - 1)
+  w1 = (src - i0).astype(np.float32)[:, None]
+  return (image[i0] * (1.0 - w1) + image[i1] * w1).astype(np.float32)
+
+
+def _augment_clip(image: np.ndarray, data_config, rng: np.random.Generator) -> np.ndarray:
+  """Training-time warps of the full clip (before cropping): tempo, then mel axis."""
+  stretch = float(data_config.get('time_stretch', 0.0))
+  if stretch:
+    image = time_stretch(image, float(rng.uniform(1.0 - stretch, 1.0 + stretch)))
+  warp = float(data_config.get('freq_warp', 0.0))
+  if warp:
+    image = freq_warp(image, float(rng.uniform(1.0 - warp, 1.0 + warp)))
+  return image
+
+
+def eval_length(data_config) -> int:
+  """Frames of an evaluation image: `eval_frames` when set (crop_pad), else input_shape's."""
+  return int(data_config.get('eval_frames', 0) or data_config.input_shape[1])
+
+
 def _make_image(examples: Examples, i: int, data_config, rng, train: bool):
   """One clip as a fixed-shape `(mel, time)` image plus its frame mask `(time,)`."""
-  length = int(data_config.input_shape[1])
+  length = int(data_config.input_shape[1]) if train else eval_length(data_config)
   image = examples.images[i]
   if data_config.crop_mode == 'resize':
     if examples.resized_to is None:
       image = resize_bilinear(image, data_config.input_shape)
     real = length
   else:
+    if train:
+      image = _augment_clip(image, data_config, rng)
     start = None
     if train and image.shape[1] > length:
       start = int(rng.integers(0, image.shape[1] - length + 1))

@@ -285,7 +285,7 @@ def results_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:
   return '\n'.join(lines)
 
 
-def _protocol_line(config: Any) -> str:
+def protocol_line(config: Any) -> str:
   """One line naming what produced the numbers (data, input, folds, optimiser, epochs)."""
   g = functools.partial(_config_get, config)
   shape = g('data.input_shape')
@@ -309,7 +309,7 @@ def _protocol_line(config: Any) -> str:
           f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "
           f"{g('optimizer.learning_rate', '?')} wd {g('optimizer.weight_decay', '?')}, seed "
           f"{g('seed', '?')}" + (f', initialised from `{pretrained}`' if pretrained else '')
-          + '.')
+          + '.' + (f" Selection rule: {g('selection_rule')}" if g('selection_rule') else ''))
 
 
 # ----------------------------------------------------------------------------- reports
@@ -419,7 +419,7 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
         '(accuracy and macro-averaged precision, recall, F1 on the held-out actors).', '',
         *(list(notes) + [''] if notes else []),
         results_table([(row_name, mean)]), '',
-        _protocol_line(config), '',
+        protocol_line(config), '',
         '## Per fold', '',
         '| Fold | Test actors | Examples | Accuracy | Precision | Recall | F1-Score |',
         '| --- | --- | --- | --- | --- | --- | --- |']

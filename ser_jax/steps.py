@@ -16,6 +16,7 @@ from jax import lax
 import jax.numpy as jnp
 import optax
 
+from ser_jax import ema
 from ser_jax import errors
 
 
@@ -76,7 +77,12 @@ def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
   else:
     raise errors.UserError("config.optimizer.name must be 'adam_l2' or 'adamw', got "
                            f'{oc.name!r}')
-  return only_trainable(optax.chain(*parts), oc.get('trainable', ''))
+  tx = only_trainable(optax.chain(*parts), oc.get('trainable', ''))
+  if float(oc.get('ema_decay', 0.0) or 0.0):
+    # After the freezing: the average covers every param (a frozen one's is itself), so it
+    # can stand in for the params at evaluation.
+    tx = optax.chain(tx, ema.ema_transform(float(oc.ema_decay)))
+  return tx
 
 
 def only_trainable(tx: optax.GradientTransformation, pattern: str

@@ -45,6 +45,7 @@ import numpy as np
 
 from ser_jax import checkpoints
 from ser_jax import config_lib
+from ser_jax import ema
 from ser_jax import errors
 from ser_jax import glibc_malloc
 from ser_jax import inference
@@ -294,7 +295,8 @@ def _run_epochs(config, workdir: pathlib.Path, run: FoldRun, state, start_epoch:
                 'train_accuracy': stats.accuracy,
                 'learning_rate': float(run.learning_rate_fn(step - 1))}
       if _is_every(epoch, config.eval_every_epochs, last):
-        result = inference.evaluate_examples(run.runner, state, run.test, config)
+        result = inference.evaluate_examples(run.runner, ema.for_evaluation(state), run.test,
+                                             config)
         record.update(eval_loss=result['loss'], eval_accuracy=result['accuracy'])
       record['epoch_seconds'] = time.time() - t0
       history.append(record)
@@ -336,7 +338,8 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
     del host_state
     state, result = _run_epochs(config, workdir, run, state, start_epoch, history)
   if result is None:  # already trained to num_epochs before this run: evaluate only
-    result = inference.evaluate_examples(run.runner, state, test_ex, config)
+    result = inference.evaluate_examples(run.runner, ema.for_evaluation(state), test_ex,
+                                         config)
   fold_metrics = metrics_lib.classification_metrics(
       result['labels'], result['predictions'], int(config.model.num_classes))
   # The actors actually in the data (a fold names every actor of its scheme).

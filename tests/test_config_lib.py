@@ -93,7 +93,8 @@ def test_validate_names_the_setting(field, value, message):
     ('checkpoint.keep', 0), ('optimizer.learning_rate', 0.0),
     ('optimizer.learning_rate', -1e-4), ('optimizer.learning_rate', float('nan')),
     ('optimizer.weight_decay', -1e-5), ('optimizer.grad_clip_norm', -1.0),
-    ('optimizer.label_smoothing', 1.0), ('schedule.warmup_epochs', -1.0),
+    ('optimizer.label_smoothing', 1.0), ('optimizer.ema_decay', 1.0),
+    ('schedule.warmup_epochs', -1.0),
     ('data.mixup_alpha', -0.2), ('data.specaugment.max_time_width', -1),
     ('folds.validation_actors', -1), ('model.num_classes', 1),
 ])
@@ -162,7 +163,8 @@ def test_workdir_of_another_front_end_is_refused(tmp_path):
      r"'optimizer\.learnig_rate' does not exist \('optimizer' has no 'learnig_rate'\); "
      r'closest known keys: config\.optimizer\.learning_rate,'),
     ('nonexistent', r"^--config\.nonexistent: config key 'nonexistent' does not exist; "
-     r'known keys there: config\.batch_size, .*config\.seed \(keys cannot be added'),
+     r'known keys there: config\.batch_size, .*config\.seed, config\.selection_rule '
+     r'\(keys cannot be added'),
     ('data.input_shap', r'closest known keys: config\.data\.input_shape'),
     ('seed.x', r"'seed' has no 'x'.*closest known keys: config\.seed"),
 ])
@@ -188,6 +190,6 @@ def test_launcher_prints_an_unknown_key_as_one_line(config_args, tmp_path):
       "train.py: error: --config.optimizer.learnig_rate: config key "
       "'optimizer.learnig_rate' does not exist ('optimizer' has no 'learnig_rate'); "
       'closest known keys: config.optimizer.learning_rate, config.optimizer.name, '
-      'config.optimizer.weight_decay (keys cannot be added on the command line; new ones '
+      'config.optimizer.ema_decay (keys cannot be added on the command line; new ones '
       'go in a config file)')
   assert 'Traceback' not in proc.stderr and not any(tmp_path.iterdir())

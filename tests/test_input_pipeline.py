@@ -229,3 +229,74 @@ def test_shard_and_prefetch():
   for _ in ip.prefetch(slow(), size=3):
     time.sleep(0.05)
   assert time.time() - t0 < 0.3
+
+
+def test_time_stretch_and_freq_warp_are_exact_linear_resamplings():
+  ramp = np.tile(np.arange(10, dtype=np.float32), (4, 1))  # (mel 4, frames 10): value = frame
+  slow = ip.time_stretch(ramp, 1.5)  # 15 frames; torch-style half-pixel linear taps
+  assert slow.shape == (4, 15)
+  np.testing.assert_allclose(slow[0], np.clip((np.arange(15) + 0.5) / 1.5 - 0.5, 0, 9),
+                             atol=1e-6)
+  np.testing.assert_array_equal(ip.time_stretch(ramp, 1.0), ramp)
+  bins = np.tile(np.arange(8, dtype=np.float32)[:, None], (1, 3))  # value = mel bin
+  np.testing.assert_array_equal(ip.freq_warp(bins, 1.0), bins)
+  up = ip.freq_warp(bins, 2.0)  # bin i reads bin i / 2: peaks move up
+  np.testing.assert_allclose(up[:, 0], np.arange(8) / 2.0)
+  down = ip.freq_warp(bins, 0.5)  # bin i reads bin 2 i, the top bin past the end
+  np.testing.assert_allclose(down[:, 0], [0, 2, 4, 6, 7, 7, 7, 7])
+
+
+def test_warps_in_training_only_and_seeded():
+  ex = ip.prepare_images(make_examples(n=6), data_config(crop_mode='crop_pad',
+                                                          input_shape=(8, 12)))
+  cfg = data_config(crop_mode='crop_pad', input_shape=(8, 12), time_stretch=0.3,
+                    freq_warp=0.2)
+  a = _epoch_rows(ex, cfg, 6, epoch=0)[0]
+  b = _epoch_rows(ex, cfg, 6, epoch=0)[0]
+  np.testing.assert_array_equal(a['image'], b['image'])
+  plain_cfg = data_config(crop_mode='crop_pad', input_shape=(8, 12))
+  # Each clip is constant except frame 0, so a stretch shows as a longer quiet start or a
+  # different real length in the mask.
+  plain = _epoch_rows(ex, plain_cfg, 6, epoch=0)[0]
+  assert not np.array_equal(a['mask'], plain['mask'])
+  eval_a = next(ip.eval_batches(ex, cfg, batch_size=6))
+  eval_plain = next(ip.eval_batches(ex, plain_cfg, batch_size=6))
+  np.testing.assert_array_equal(eval_a['image'], eval_plain['image'])
+  with pytest.raises(ValueError, match=r"time_stretch needs crop_mode 'crop_pad'"):
+    ip.check_data_config(data_config(time_stretch=0.1))
+  with pytest.raises(ValueError, match=r'freq_warp must be in \[0, 1\)'):
+    ip.check_data_config(data_config(crop_mode='crop_pad', freq_warp=1.5))
+
+
+def test_eval_frames_pads_every_clip_to_full_length():
+  ex = ip.prepare_images(make_examples(n=5), data_config(crop_mode='crop_pad'))
+  cfg = data_config(crop_mode='crop_pad', input_shape=(8, 12), eval_frames=16)
+  b = next(ip.eval_batches(ex, cfg, batch_size=5))
+  assert b['image'].shape == (5, 8, 16, 1)
+  assert b['mask'].sum(1).tolist() == [10, 11, 12, 13, 14]  # every real frame, none cut
+  train_b = next(ip.train_batches(ex, cfg, batch_size=5, num_classes=8, seed=0, epoch=0))
+  assert train_b['image'].shape == (5, 8, 12, 1)  # training crops stay input_shape's
+  with pytest.raises(ValueError, match="eval_frames needs crop_mode 'crop_pad'"):
+    ip.check_data_config(data_config(eval_frames=16))
+
+
+def test_normalize_per_utterance_and_per_mel_once():
+  rng = np.random.RandomState(0)
+  image = (rng.randn(4, 30) * np.array([[1.0], [2.0], [3.0], [4.0]]) - 40).astype(np.float32)
+  utt = ip.normalize(image, 'utterance')
+  assert abs(utt.mean()) < 1e-5 and abs(utt.std() - 1) < 1e-5
+  mel = ip.normalize(image, 'mel')
+  np.testing.assert_allclose(mel.mean(1), 0, atol=1e-5)
+  np.testing.assert_allclose(mel.std(1), 1, atol=1e-5)
+  flat = np.full((2, 5), -80.0, np.float32)
+  flat[1] = np.arange(5)  # a silent bin: its tiny spread is not blown up
+  assert np.all(ip.normalize(flat, 'mel')[0] == 0)
+  ex = make_examples(n=3)
+  cfg = data_config(crop_mode='crop_pad', normalize='mel')
+  once = ip.prepare_images(ex, cfg)
+  assert once.normalized == 'mel' and ip.prepare_images(once, cfg) is once
+  assert ex.normalized == 'none'  # the input selection is not changed
+  with pytest.raises(ValueError, match="already prepared with normalize='mel'"):
+    ip.prepare_images(once, data_config(crop_mode='crop_pad', normalize='utterance'))
+  with pytest.raises(ValueError, match='normalize must be one of'):
+    ip.check_data_config(data_config(normalize='global'))

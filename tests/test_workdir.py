@@ -148,11 +148,14 @@ CHANGES = [
     ('data.specaugment.max_time_width', 8), ('data.mixup_alpha', 0.2),
     ('data.extra_train', ('ser_tess',)), ('data.sampling_weights', (1.0, 0.5)),
     ('data.version', '1.0.0'),
+    ('data.time_stretch', 0.1), ('data.freq_warp', 0.1), ('data.eval_frames', 64),
+    ('data.normalize', 'utterance'),
     ('folds.scheme', 'kfold'), ('folds.k', 5), ('folds.seed', 1), ('folds.test_actors', (3,)),
     ('folds.validation_actors', 2), ('folds.validation_seed', 1), ('batch_size', 8),
     ('optimizer.name', 'adamw'), ('optimizer.learning_rate', 1e-3),
     ('optimizer.weight_decay', 0.0), ('optimizer.grad_clip_norm', 1.0),
     ('optimizer.label_smoothing', 0.1), ('optimizer.trainable', '^head/'),
+    ('optimizer.ema_decay', 0.99),
     ('schedule.name', 'warmup_cosine'),
     ('schedule.warmup_epochs', 1.0), ('parallel', 'jit'), ('init.pretrained', '/w/x.pth'),
     ('init.source', 'panns_cnn14'), ('init.dont_load', ('head',)),
@@ -223,7 +226,7 @@ def test_what_cannot_change_the_model_may_change(trained):
       'log_every_steps': 3, 'eval_every_epochs': 2, 'eval_batch_size': 8,
       'checkpoint.every_epochs': 3, 'checkpoint.keep': 5, 'data.data_dir': '/elsewhere',
       'data.manual_dir': '/audio', 'data.download': False, 'data.num_workers': 2,
-      'folds.which': (0,), 'init.expect_pretrained': True})
+      'folds.which': (0,), 'init.expect_pretrained': True, 'selection_rule': 'by hand'})
   checkpoints.check_workdir(config, workdir)
 
 

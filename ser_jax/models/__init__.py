@@ -20,6 +20,7 @@ from ser_jax.models import cnn_lstm
 from ser_jax.models import cnnx
 from ser_jax.models import efficientat
 from ser_jax.models import resnet
+from ser_jax.models import ser_cnn
 from ser_jax.models import vgg
 
 MODELS: dict[str, Callable[..., Any]] = {
@@ -36,6 +37,7 @@ MODELS: dict[str, Callable[..., Any]] = {
     **{f'efficientat_mn{round(10 * w):02d}': functools.partial(efficientat.MobileNetV3,
                                                               width_mult=w)
        for w in efficientat.WIDTHS},
+    'ser_cnn': ser_cnn.SERCNN,
 }
 
 
