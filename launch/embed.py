@@ -19,7 +19,6 @@ accepted.
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from ser_jax import config_lib
 from ser_jax import errors
@@ -40,8 +39,7 @@ flags.mark_flags_as_required(['output'])
 
 
 def main(argv):
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and JAX log at INFO on every restore
+  config_lib.quiet_logging_unless_asked()
   from ser_jax import inference  # pylint: disable=g-import-not-at-top
   with errors.exit_on_user_error('embed.py'):
     doc = inference.run_embedding(

@@ -32,7 +32,6 @@ import json
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from ser_jax import config_lib
 from ser_jax import errors
@@ -67,9 +66,7 @@ _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'], 'Output format
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    # Orbax and JAX log at INFO on every restore; keep stderr for what matters.
-    logging.set_verbosity(logging.WARNING)
+  config_lib.quiet_logging_unless_asked()
   from ser_jax import evaluation  # pylint: disable=g-import-not-at-top
   from ser_jax import inference  # pylint: disable=g-import-not-at-top
   with errors.exit_on_user_error('evaluate.py'):

@@ -26,7 +26,6 @@ import json
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from ser_jax import config_lib
 from ser_jax import errors
@@ -49,9 +48,7 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Inference batch size '
 
 
 def main(argv):
-  if not flags.FLAGS['verbosity'].present:
-    # Orbax and JAX log at INFO on every restore; keep stderr for what matters.
-    logging.set_verbosity(logging.WARNING)
+  config_lib.quiet_logging_unless_asked()
   from ser_jax import inference  # pylint: disable=g-import-not-at-top
   with errors.exit_on_user_error('predict.py'):
     config = _CONFIG.value

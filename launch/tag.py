@@ -20,7 +20,6 @@ import json
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from ser_jax import config_lib
 from ser_jax import errors
@@ -42,8 +41,7 @@ flags.mark_flags_as_required(['weights'])
 
 
 def main(argv):
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax and JAX log at INFO on every restore
+  config_lib.quiet_logging_unless_asked()
   from ser_jax import inference  # pylint: disable=g-import-not-at-top
   with errors.exit_on_user_error('tag.py'):
     doc = inference.run_tagging(

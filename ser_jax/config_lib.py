@@ -215,6 +215,15 @@ def define_config_flag(help_string: str, *, default: str | None = None,
     raise
 
 
+def quiet_logging_unless_asked() -> None:
+  """Launchers that print a result log at WARNING unless `--verbosity` was given: Orbax and
+  JAX log at INFO on every restore, which would bury the result on stderr."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """The launchers' absl flags parser: `app.run(main, flags_parser=config_lib.parse_flags)`.
 

@@ -215,7 +215,9 @@ def read_source(source: Any, *, dataset_name: str = 'dataset',
 
 
 def _speaker_ids(examples: Examples, keys, as_actors: bool) -> list:
-  """Speaker keys as a fold names them: RAVDESS actor ints or speaker strings."""
+  """Speaker keys as the request named them, for an error message: RAVDESS actor ints only
+  (`as_actors`) or speaker strings of every corpus. Unlike `Examples.speaker_ids`, which
+  mixes the two as reports list speakers, so that the message answers in the asked kind."""
   if as_actors:
     return sorted({int(examples.actors[i]) for i in np.flatnonzero(
         np.isin(examples.speakers, list(keys))) if examples.actors[i]})

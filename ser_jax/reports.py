@@ -285,9 +285,15 @@ def results_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:
   return '\n'.join(lines)
 
 
-def protocol_line(config: Any) -> str:
-  """One line naming what produced the numbers (data, input, folds, optimiser, epochs)."""
+def protocol_line(config: Any, seeds: Sequence[int] | None = None) -> str:
+  """One line naming what produced the numbers (data, input, folds, optimiser, epochs).
+
+  `seeds`: the seeds of an aggregate over runs (then `config` is one run's, whose own seed
+  would misname the others).
+  """
   g = functools.partial(_config_get, config)
+  seed_text = (f"seeds {', '.join(str(s) for s in seeds)}" if seeds is not None
+               else f"seed {g('seed', '?')}")
   shape = g('data.input_shape')
   shape = ' x '.join(str(s) for s in shape) if shape is not None else '?'
   pretrained = g('init.pretrained')
@@ -307,8 +313,8 @@ def protocol_line(config: Any) -> str:
   return (f"Protocol: data {data}, input {shape} ({g('data.crop_mode', '?')}), "
           f"{folds}, {g('num_epochs', '?')} epochs, batch "
           f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "
-          f"{g('optimizer.learning_rate', '?')} wd {g('optimizer.weight_decay', '?')}, seed "
-          f"{g('seed', '?')}" + (f', initialised from `{pretrained}`' if pretrained else '')
+          f"{g('optimizer.learning_rate', '?')} wd {g('optimizer.weight_decay', '?')}, "
+          f"{seed_text}" + (f', initialised from `{pretrained}`' if pretrained else '')
           + '.' + (f" Selection rule: {g('selection_rule')}" if g('selection_rule') else ''))
 
 

@@ -159,7 +159,7 @@ def _markdown(summary: Mapping[str, Any], row_name: str, config: Any,
         reports.TABLE_HEADER, '| --- | --- | --- | --- | --- |',
         f'| {row_name} | ' + ' | '.join(f'{reports.percent(mean[k])} +- {100 * std[k]:.2f}'
                                        for k in keys) + ' |', '',
-        reports.protocol_line(config), '',
+        reports.protocol_line(config, seeds), '',
         '## Per seed (mean over folds)', '',
         '| Seed | Accuracy | Precision | Recall | F1-Score |', '| --- | --- | --- | --- | --- |']
   for i, seed in enumerate(seeds):

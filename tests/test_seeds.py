@@ -48,6 +48,9 @@ def test_aggregate_is_exact(tmp_path):
   md = (tmp_path / 'results.md').read_text()
   assert '| CNN-X | 70.00% +- 14.14 |' in md
   assert '| 1 | 2 | 70.00% | 100.00% | 85.00% +- 21.21 |' in md
+  # The protocol line names every seed, not the first run's config.seed alone.
+  protocol = next(line for line in md.splitlines() if line.startswith('Protocol:'))
+  assert protocol.endswith(', seeds 41, 42.'), protocol
   assert (tmp_path / 'confusion_matrix.png').stat().st_size > 0
   # Only the named seeds are read.
   assert seeds.aggregate(tmp_path, [42])['mean']['accuracy'] == pytest.approx(0.8)
