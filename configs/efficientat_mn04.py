@@ -22,8 +22,9 @@ Input (128, 384), crop/pad with a frame mask, not a resize: the pretrained kerne
 10 ms frames, so clips are not stretched in time. RAVDESS speech lasts 2.9-5.3 s (294-528
 frames) with its speech in the middle (at most 3.6 s of it): a 3.84 s window holds all the
 speech of nearly every clip (random crops in training, centred in evaluation); shorter clips
-are padded and the mask keeps the padding out of the final pooling. 384 is a multiple of
-the network's time stride 32.
+are padded, and with the frame mask the network computes each clip as if alone at its own
+length (the padding never reaches the squeeze-excitations or the pooling). 384 is a
+multiple of the network's time stride 32.
 
     python launch/train.py --config=configs/efficientat_mn04.py --workdir=workdirs/effat \
         --config.init.pretrained=/path/to/mn04_as_mAP_432.pt

@@ -410,8 +410,9 @@ def whole_clip_config(config, clips):
   For models that take any input length (EfficientAT pools over time; variables do not
   depend on the length, so they are loaded with the original config). The input is
   (the front end's mels, the longest clip's frames rounded up to `WHOLE_CLIP_FRAMES`);
-  shorter clips are zero-padded at the end and models that take a mask (EfficientAT)
-  pool only their real frames. Nothing is cut or resized; one shape is compiled per run.
+  shorter clips are padded at the end, and models that take a mask (EfficientAT) compute
+  each clip as if it were alone, so a clip's outputs do not depend on the other files of
+  the run. Nothing is cut or resized; one shape is compiled per run.
   """
   frames = max(mel.shape[1] for _, mel, _ in clips)
   config = config.copy_and_resolve_references()

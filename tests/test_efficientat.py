@@ -185,24 +185,30 @@ def _random_mn01(x, **kwargs):
   return model, pretrained.merge_params(convert.convert(state, 'efficientat_mn'), init)
 
 
-def test_mask_pools_only_real_steps():
+def test_masked_clips_compute_as_if_alone():
+  """A batch padded to 128 frames with a mask gives each clip the reference's outputs at its
+  own length (77 and 100 frames: not multiples of the stride 32), and random padding values
+  change nothing."""
   x = _random_input(2)[:, :, :128]
   model, variables = _random_mn01(x)
-  mask = np.arange(128)[None] < np.array([[64], [100]])  # 2 and 3 whole steps of 32 frames
+  lengths = (77, 100)
+  mask = np.arange(128)[None] < np.array(lengths)[:, None]
+  padded = np.where(mask[:, None, :, None], x, _random_input(2, seed=1)[:, :, :128] * 3)
 
   @jax.jit
-  def embeddings(variables, x, mask):
-    embed = lambda m: model.apply(variables, x, mask=m, method='embed')
-    _, state = model.apply(variables, x, method='embed', capture_intermediates=True,
-                           mutable=['intermediates'])
-    feature_map = state['intermediates']['features_16']['__call__'][0]  # (2, 4, 4, 96)
-    return embed(None), embed(jnp.ones_like(mask)), embed(mask), feature_map
+  def outputs(variables, x, mask):
+    return (model.apply(variables, x, mask=mask),
+            model.apply(variables, x, mask=mask, method='embed'))
 
-  plain, all_real, got, feature_map = embeddings(variables, x, mask)
-  np.testing.assert_allclose(all_real, plain, rtol=1e-6)
-  np.testing.assert_allclose(got[0], feature_map[0, :, :2].mean(axis=(0, 1)), rtol=1e-5)
-  np.testing.assert_allclose(got[1], feature_map[1, :, :3].mean(axis=(0, 1)), rtol=1e-5)
-  assert np.abs(got - plain).max() > 1e-3  # the mask made a difference
+  logits, embedding = outputs(variables, padded, mask)
+  _, plain_embedding = outputs(variables, padded, None)
+  module = torch_reference.randomize(tre.MobileNetV3(width_mult=0.1, num_classes=3),
+                                     seed=5).eval()
+  for i, frames in enumerate(lengths):
+    want_logits, want_embedding = _torch_outputs(module, x[i:i + 1, :, :frames])
+    np.testing.assert_allclose(logits[i], want_logits[0], rtol=0, atol=ATOL)
+    np.testing.assert_allclose(embedding[i], want_embedding[0], rtol=0, atol=ATOL)
+  assert np.abs(plain_embedding - embedding).max() > 1e-2  # without the mask: not the same
 
 
 def test_frozen_features_stop_gradients_and_keep_statistics():

@@ -94,6 +94,13 @@ def test_tags_are_the_models_sigmoid_scores(mn04, clips):
                              atol=1e-5)
   for entry in doc['tags']:  # both clips are speech
     assert {t['index'] for t in entry['top'][:3]} & SPEECH, entry
+  # `short` was padded to `long`'s length in the run's batch, yet scores as if alone.
+  short_logits, _ = _bare_outputs(variables, inference.load_clip(paths['short'], FE)[0])
+  short_top = doc['tags'][1]['top']
+  assert [t['index'] for t in short_top] == np.argsort(-short_logits)[:5].tolist()
+  np.testing.assert_allclose([t['score'] for t in short_top],
+                             1 / (1 + np.exp(-short_logits[[t['index'] for t in short_top]])),
+                             atol=1e-5)
   assert json.loads(json.dumps(doc)) == doc
   table = inference.format_tags(doc)
   assert f"{paths['long']} (" in table and f"  {top[0]['score']:.3f}  {top[0]['label']}" in table
@@ -112,6 +119,10 @@ def test_embeddings_npz_and_never_overwritten(mn04, clips, tmp_path):
     assert str(z['model']) == 'efficientat_mn04' and str(z['frontend']) == 'efficientat32k'
     assert str(z['checkpoint']) == str(out)
     np.testing.assert_allclose(z['embeddings'][0], _bare_outputs(variables, mel)[1], atol=1e-5)
+    short = inference.load_clip(paths['short'], FE)[0]
+    assert short.shape[1] < mel.shape[1]  # padded in the run, which must not show
+    np.testing.assert_allclose(z['embeddings'][1], _bare_outputs(variables, short)[1],
+                               atol=1e-5)
     assert not np.allclose(z['embeddings'][0], z['embeddings'][1])
   before = npz.read_bytes()
   with pytest.raises(errors.UserError, match=r'emb\.npz exists; refusing to overwrite'):

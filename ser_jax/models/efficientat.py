@@ -41,7 +41,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ser_jax.models import attention as attention_lib
 from ser_jax.models import layers
 
 Dtype = Any
@@ -134,15 +133,39 @@ class ConvBN(nn.Module):
     return _ACTIVATIONS[self.activation](x) if self.activation else x
 
 
+def valid_steps(lengths, num_steps: int, stride: int):
+  """(batch, 1, num_steps, 1) bool: the map steps a clip of `lengths` frames has at `stride`.
+
+  A clip of T frames alone gives a map of ceil(T / stride) steps (every strided layer pads
+  (k - 1) / 2 and halves with ceil), so those are the real steps of its padded map.
+  (`attention.time_mask`'s rule, steps whose frames are all real, suits the floor-mode
+  pooling CNNs; here a step with any real frame exists for the clip alone.)
+  """
+  real = -(-lengths // stride)  # (batch,) ceil
+  return (jnp.arange(num_steps)[None, :] < real[:, None])[:, None, :, None]
+
+
+def masked_mean(x, valid):
+  """Mean of (batch, mel, time, C) over (mel, time) at the `valid` steps: (batch, C)."""
+  if valid is None:
+    return x.mean(axis=(1, 2))
+  total = jnp.where(valid, x, 0).sum(axis=(1, 2))  # (batch, C)
+  count = jnp.maximum(valid.sum(axis=(1, 2)), 1) * x.shape[1]  # (batch, 1)
+  return total / count.astype(x.dtype)
+
+
 class SqueezeExcitation(nn.Module):
-  """Channel SE: mean over (mel, time) -> fc1 -> ReLU -> fc2 -> sigmoid -> scale the input."""
+  """Channel SE: mean over (mel, time) -> fc1 -> ReLU -> fc2 -> sigmoid -> scale the input.
+
+  `valid` (batch, 1, time, 1), when given, restricts the mean to a clip's real steps.
+  """
   squeeze: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, valid=None):
     channels = x.shape[-1]
-    s = x.mean(axis=(1, 2))  # (batch, C)
+    s = masked_mean(x, valid)  # (batch, C)
     s = nn.relu(nn.Dense(self.squeeze, kernel_init=_LINEAR_INIT, dtype=self.dtype,
                          name='fc1')(s))
     s = nn.sigmoid(nn.Dense(channels, kernel_init=_LINEAR_INIT, dtype=self.dtype,
@@ -155,13 +178,18 @@ class ConcurrentSE(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, valid=None):
     squeeze = make_divisible(x.shape[-1] // 4)
-    return SqueezeExcitation(squeeze, dtype=self.dtype, name='conc_se_layers_0')(x)
+    return SqueezeExcitation(squeeze, dtype=self.dtype, name='conc_se_layers_0')(x, valid)
 
 
 class InvertedResidual(nn.Module):
-  """One MobileNetV3 block, widths already scaled; its layers are `block_0`, `block_1`, ..."""
+  """One MobileNetV3 block, widths already scaled; its layers are `block_0`, `block_1`, ...
+
+  `lengths` (batch,) real input frames of the network and `in_stride` (its frames per
+  step of `x`), when given: the padding is zeroed before the depthwise conv and left out
+  of the SE mean, as for the clip alone (the caller zeroes it in `x`).
+  """
   in_channels: int
   kernel: int
   expanded: int
@@ -173,16 +201,20 @@ class InvertedResidual(nn.Module):
   bn_axis_name: str | None = None
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, lengths=None, in_stride: int = 1):
     norm = dict(dtype=self.dtype, bn_axis_name=self.bn_axis_name)
     names = (f'block_{j}' for j in range(4))
     y = x  # (batch, mel, time, in)
     if self.expanded != self.in_channels:
       y = ConvBN(self.expanded, activation=self.activation, name=next(names), **norm)(y, train)
+      if lengths is not None:  # BN's shift made the padding non-zero
+        y = jnp.where(valid_steps(lengths, y.shape[2], in_stride), y, 0)
     y = ConvBN(self.expanded, self.kernel, self.stride, groups=self.expanded,
                activation=self.activation, name=next(names), **norm)(y, train)
-    if self.se:
-      y = ConcurrentSE(dtype=self.dtype, name=next(names))(y)
+    if self.se:  # y: (batch, mel', time', expanded)
+      valid = (None if lengths is None
+               else valid_steps(lengths, y.shape[2], in_stride * self.stride))
+      y = ConcurrentSE(dtype=self.dtype, name=next(names))(y, valid)
     y = ConvBN(self.out_channels, name=next(names), **norm)(y, train)  # (batch, mel', time', out)
     if self.stride == 1 and self.in_channels == self.out_channels:
       y = y + x
@@ -192,9 +224,14 @@ class InvertedResidual(nn.Module):
 class MobileNetV3(nn.Module):
   """EfficientAT MobileNetV3 ("mlp" head). Default: mn04, 527 AudioSet classes.
 
-  `mask` (batch, time), when given, restricts the final mean over time to the map steps
-  whose input frames are all real (step j covers frames [32 j, 32 j + 32)); None pools
-  every step, as the reference does. The squeeze-excitations always pool everything.
+  `mask` (batch, time), when given, marks each clip's real frames, which come first (the
+  pipeline pads at the end): the model then computes what it computes for each clip alone,
+  at its own length T. Before every layer the padded steps are zeroed (what a clip's own
+  'same' zero padding shows the convolutions at its end), and the squeeze-excitations and
+  the final mean use only the ceil(T / stride) real steps. Outputs then do not depend on how
+  much padding a batch adds (whole-clip tagging pads to the longest clip of a run), up to
+  BatchNorm in training, whose batch statistics include the zeroed steps. None: every step
+  is real, as in the reference.
 
   `frozen_features` = n runs `features_0` .. `features_{n-1}` as in inference even when
   training (BatchNorm on its running statistics, which stay fixed) and stops the gradient
@@ -230,18 +267,22 @@ class MobileNetV3(nn.Module):
     if not 0 <= self.frozen_features <= len(self.features):
       raise ValueError(f'MobileNetV3: frozen_features must be in 0..{len(self.features)}, '
                        f'got {self.frozen_features}')
+    lengths = None if mask is None else jnp.sum(jnp.asarray(mask, bool), axis=-1)  # (batch,)
+    stride = 1  # input frames per step of x
     for i, layer in enumerate(self.features):
-      x = layer(x, train and i >= self.frozen_features)
+      run = train and i >= self.frozen_features
+      if lengths is None:
+        x = layer(x, run)
+      else:
+        x = jnp.where(valid_steps(lengths, x.shape[2], stride), x, 0)
+        x = (layer(x, run, lengths, stride) if isinstance(layer, InvertedResidual)
+             else layer(x, run))
+      stride *= layer.stride
       if i + 1 == self.frozen_features:
         x = jax.lax.stop_gradient(x)
     # x: (batch, mel / 32, time / 32, 6 c(160)) (ceil of each)
-    if mask is None:
-      return x.mean(axis=(1, 2))
-    valid = attention_lib.time_mask(mask, x.shape[2], stride=TIME_STRIDE)
-    valid = valid[:, None, :, None]  # (batch, 1, time / 32, 1)
-    total = jnp.where(valid, x, 0).sum(axis=(1, 2))  # (batch, 6 c(160))
-    count = jnp.maximum(valid.sum(axis=(1, 2)), 1) * x.shape[1]  # (batch, 1)
-    return total / count.astype(x.dtype)
+    return masked_mean(x, None if lengths is None
+                       else valid_steps(lengths, x.shape[2], TIME_STRIDE))
 
   def __call__(self, x, train: bool = False, mask=None):
     x = self.embed(x, train, mask)
