@@ -173,12 +173,17 @@ def test_imported_matches_torch_on_real_clips(imported, torch_mn04, mn04_fn, rav
   assert (np.argmax(logits, axis=1) == 0).all()  # 'Speech'
 
 
+def _torch_mn01():
+  """The torch reference mn01 (3 classes) with the random weights `_random_mn01` converts."""
+  return torch_reference.randomize(tre.MobileNetV3(width_mult=0.1, num_classes=3), seed=5)
+
+
 def _random_mn01(x, **kwargs):
   """mn01 (3 classes) and random variables for it, converted from the torch reference.
 
   (Cheaper than `model.init`, which would compile, or run eagerly op by op, the network.)
   """
-  module = torch_reference.randomize(tre.MobileNetV3(width_mult=0.1, num_classes=3), seed=5)
+  module = _torch_mn01()
   model = models.get_model('efficientat_mn01', num_classes=3, **kwargs)
   init = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
   state = torch_reference.state_dict_numpy(module)
@@ -202,8 +207,7 @@ def test_masked_clips_compute_as_if_alone():
 
   logits, embedding = outputs(variables, padded, mask)
   _, plain_embedding = outputs(variables, padded, None)
-  module = torch_reference.randomize(tre.MobileNetV3(width_mult=0.1, num_classes=3),
-                                     seed=5).eval()
+  module = _torch_mn01().eval()
   for i, frames in enumerate(lengths):
     want_logits, want_embedding = _torch_outputs(module, x[i:i + 1, :, :frames])
     np.testing.assert_allclose(logits[i], want_logits[0], rtol=0, atol=ATOL)

@@ -54,7 +54,7 @@ def mn04(tmp_path_factory):
 @pytest.fixture(scope='module')
 def clips(ravdess_mini, tmp_path_factory):
   """Two real clips as 32 kHz float WAVs: `long` trimmed to a multiple of 32 frames (so the
-  whole-clip batch pads it by nothing), `short` half as long; and `long`'s log-mel."""
+  whole-clip batch pads it by nothing), `short` half as long; and their log-mels."""
   d = tmp_path_factory.mktemp('clips')
   first, second = sorted(ravdess_mini.glob('Actor_01/*.wav'))[:2]
   y = features.load_audio(first, FE.sample_rate)
@@ -67,8 +67,9 @@ def clips(ravdess_mini, tmp_path_factory):
   sf.write(paths['short'], features.load_audio(second, FE.sample_rate)[:n // 2],
            FE.sample_rate, subtype='FLOAT')
   mel, _ = inference.load_clip(paths['long'], FE)
-  assert mel.shape[1] % 32 == 0
-  return paths, mel
+  short, _ = inference.load_clip(paths['short'], FE)
+  assert mel.shape[1] % 32 == 0 and short.shape[1] < mel.shape[1]  # short gets padded
+  return paths, mel, short
 
 
 def _bare_outputs(variables, mel):
@@ -81,7 +82,7 @@ def _bare_outputs(variables, mel):
 
 def test_tags_are_the_models_sigmoid_scores(mn04, clips):
   out, variables = mn04
-  paths, mel = clips
+  paths, mel, short = clips
   doc = inference.run_tagging([str(paths['long']), str(paths['short'])], weights=out, k=5)
   assert [t['file'] for t in doc['tags']] == [str(paths['long']), str(paths['short'])]
   logits, _ = _bare_outputs(variables, mel)
@@ -95,7 +96,7 @@ def test_tags_are_the_models_sigmoid_scores(mn04, clips):
   for entry in doc['tags']:  # both clips are speech
     assert {t['index'] for t in entry['top'][:3]} & SPEECH, entry
   # `short` was padded to `long`'s length in the run's batch, yet scores as if alone.
-  short_logits, _ = _bare_outputs(variables, inference.load_clip(paths['short'], FE)[0])
+  short_logits, _ = _bare_outputs(variables, short)
   short_top = doc['tags'][1]['top']
   assert [t['index'] for t in short_top] == np.argsort(-short_logits)[:5].tolist()
   np.testing.assert_allclose([t['score'] for t in short_top],
@@ -108,7 +109,7 @@ def test_tags_are_the_models_sigmoid_scores(mn04, clips):
 
 def test_embeddings_npz_and_never_overwritten(mn04, clips, tmp_path):
   out, variables = mn04
-  paths, mel = clips
+  paths, mel, short = clips
   npz = tmp_path / 'emb.npz'
   doc = inference.run_embedding([str(paths['long']), str(paths['short'])], npz, weights=out)
   assert doc['dim'] == 384 and doc['num_files'] == 2
@@ -119,8 +120,6 @@ def test_embeddings_npz_and_never_overwritten(mn04, clips, tmp_path):
     assert str(z['model']) == 'efficientat_mn04' and str(z['frontend']) == 'efficientat32k'
     assert str(z['checkpoint']) == str(out)
     np.testing.assert_allclose(z['embeddings'][0], _bare_outputs(variables, mel)[1], atol=1e-5)
-    short = inference.load_clip(paths['short'], FE)[0]
-    assert short.shape[1] < mel.shape[1]  # padded in the run, which must not show
     np.testing.assert_allclose(z['embeddings'][1], _bare_outputs(variables, short)[1],
                                atol=1e-5)
     assert not np.allclose(z['embeddings'][0], z['embeddings'][1])
