@@ -8,6 +8,12 @@ A training run's checkpoints (its config is read from the workdir):
   # Actors fold 0 trained on: refused unless asked for, and then marked in every report
   python launch/evaluate.py --workdir=workdirs/cnnx --fold=0 --actors=1 --allow_training_speakers
 
+An ensemble: several runs of one model (e.g. the seeds of a `--seeds` run), their fold
+checkpoints' softmax probabilities averaged clip by clip; the reports give each run's own
+accuracy beside the ensemble's (default output: `<parent>/evaluate_ensemble_<runs>/`):
+
+  python launch/evaluate.py --workdir=workdirs/effat/seed_0,workdirs/effat/seed_1,workdirs/effat/seed_2
+
 Imported weights (a directory from launch/import_weights.py, or a .pth with its converter in
 `--config.init.source`); the model and features come from `--config`:
 
@@ -40,8 +46,8 @@ _CONFIG = config_lib.define_config_flag(
     'Experiment config file (configs/<model>.py[:tiny]); default: the '
     "workdir's config.json. Fields can be overridden, e.g. --config.eval_batch_size=16.",
     lock_config=False)
-_WORKDIR = flags.DEFINE_string('workdir', '', 'Training run to evaluate (its '
-                               'fold_<i>/checkpoints).')
+_WORKDIR = flags.DEFINE_list('workdir', [], 'Training run to evaluate (its '
+                             'fold_<i>/checkpoints); several, comma-separated: their ensemble.')
 _FOLD = flags.DEFINE_integer('fold', None, 'Fold index; default: every fold with a checkpoint. '
                              "With --weights: evaluate on that fold's held-out actors.")
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default: the latest.')
@@ -70,13 +76,14 @@ def main(argv):
   from ser_jax import evaluation  # pylint: disable=g-import-not-at-top
   from ser_jax import inference  # pylint: disable=g-import-not-at-top
   with errors.exit_on_user_error('evaluate.py'):
-    config = inference.resolve_config(_CONFIG.value, _WORKDIR.value or None)
+    workdirs = _WORKDIR.value
+    config = inference.resolve_config(_CONFIG.value, workdirs[0] if workdirs else None)
     if _DATA_DIR.value:
       config.data.data_dir = _DATA_DIR.value
     if _BATCH_SIZE.value:
       config.eval_batch_size = _BATCH_SIZE.value
     results = evaluation.run_evaluation(
-        config, workdir=_WORKDIR.value or None,
+        config, workdir=workdirs or None,
         folds=None if _FOLD.value is None else [_FOLD.value], step=_STEP.value,
         weights=_WEIGHTS.value or None, actors=_ACTORS.value, data=_DATA.value or None,
         output_dir=_OUTPUT_DIR.value or None,

@@ -170,6 +170,14 @@ def read_config(workdir: str | os.PathLike):
   from ser_jax import config_lib  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(workdir) / CONFIG_JSON
   if not path.exists():
+    runs = sorted(d.name for d in pathlib.Path(workdir).glob('seed_*')
+                  if (d / CONFIG_JSON).exists())
+    if runs:  # the root of a --seeds run
+      raise errors.UserError(
+          f'{workdir} holds the runs of --seeds ({", ".join(runs)}), not one run: pass one, '
+          f'e.g. --workdir={pathlib.Path(workdir) / runs[0]} (launch/evaluate.py also takes '
+          f'several, comma-separated, and evaluates their ensemble: --workdir='
+          f'{",".join(str(pathlib.Path(workdir) / r) for r in runs)})')
     raise errors.UserError(f'{path} does not exist: {workdir} is not a training workdir '
                            '(pass --config=configs/<model>.py to say which model it is)')
   return config_lib.from_dict(json.loads(path.read_text()))

@@ -8,6 +8,13 @@ cross-validation summary when several folds were evaluated:
 
   default output: <workdir>/evaluate/fold_<i>_step_<n>[_actors_...]   (a workdir)
                   ./evaluate_<weights name>/...                      (weights)
+                  <parent>/evaluate_ensemble_<run>+<run>.../...       (an ensemble)
+
+Ensembles: several training runs of one model (e.g. the `seed_<s>` runs of `--seeds`) are
+evaluated together by averaging, clip by clip, the softmax probabilities of their fold
+checkpoints (`Ensemble`). Every run must be of the same model (name, classes, constructor
+arguments) and hold out the same actors in each evaluated fold; the reports name the runs
+and each run's own accuracy beside the ensemble's.
 
 Speaker independence: a training checkpoint records the actors it trained on; evaluating
 it on any of them is refused unless `allow_training_speakers` (launch/evaluate.py
@@ -23,10 +30,12 @@ speakers it never trained on (`ser_jax.cross_corpus`); reports go to
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any, Sequence
 
 import jax
+import numpy as np
 
 from ser_jax import checkpoints
 from ser_jax import config_lib
@@ -60,19 +69,44 @@ def parse_actors(value: Sequence[str] | str | None) -> tuple[int | str, ...] | s
                            f'{",".join(items)}') from None
 
 
-def _choose_folds(config, workdir, weights, folds, actors, data) -> list[int | None]:
+def _workdirs(workdir) -> list[str]:
+  """`workdir` as a list of runs: None -> [], 'a' -> ['a'], 'a,b' or ['a', 'b'] -> both."""
+  if workdir is None:
+    return []
+  items = str(workdir).split(',') if isinstance(workdir, (str, pathlib.Path)) else workdir
+  runs = [str(w).strip() for w in items if str(w).strip()]
+  if len(set(runs)) != len(runs):
+    raise errors.UserError(f'--workdir names a run twice: {",".join(runs)} (an ensemble '
+                           'averages distinct runs)')
+  return runs
+
+
+def _check_members(config, workdirs: Sequence[str]) -> None:
+  """Every run of an ensemble is a run of `config`'s model (restored with `config`)."""
+  want = config.model.to_dict()
+  for w in workdirs[1:]:
+    got = checkpoints.read_config(w).model.to_dict()
+    differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if differ:
+      raise errors.UserError(
+          f'{w} is a run of another model than {workdirs[0]} (model.'
+          f'{", model.".join(differ)}: {[got.get(k) for k in differ]} vs '
+          f'{[want.get(k) for k in differ]}); an ensemble averages runs of one model')
+
+
+def _choose_folds(config, workdirs, weights, folds, actors, data) -> list[int | None]:
   """The folds to evaluate; every requested checkpoint and fold must exist."""
-  if weights is None and workdir is None:
+  if weights is None and not workdirs:
     raise errors.UserError('pass --workdir (a training run) or --weights (imported weights)')
-  if weights is not None and workdir is not None:
+  if weights is not None and workdirs:
     raise errors.UserError('pass either --workdir or --weights, not both')
   other_corpus = data is not None and cross_corpus.foreign(config, data)
   if weights is None:
-    have = checkpoints.available_folds(workdir) if pathlib.Path(workdir).is_dir() else []
-    if folds is None and not have:
-      raise errors.UserError(f'{workdir} holds no fold checkpoints '
-                             '(expected fold_<i>/checkpoints/<step>/)')
-    folds = have if folds is None else folds
+    for w in workdirs:
+      if not (pathlib.Path(w).is_dir() and checkpoints.available_folds(w)):
+        raise errors.UserError(f'{w} holds no fold checkpoints '
+                               '(expected fold_<i>/checkpoints/<step>/)')
+    folds = checkpoints.available_folds(workdirs[0]) if folds is None else folds
   elif folds is None and actors is None and not other_corpus:
     raise errors.UserError("with --weights, choose the data: --fold=<i> (that fold's "
                            "held-out actors) or --actors=4,9,... or --actors=all")
@@ -81,11 +115,12 @@ def _choose_folds(config, workdir, weights, folds, actors, data) -> list[int | N
     raise errors.UserError(f'--actors applies to one checkpoint; pass --fold (folds '
                            f'available: {folds})')
   for fold in folds:
-    ckpt_dir = None if weights is not None else checkpoints.checkpoint_dir(workdir, fold)
-    if ckpt_dir is not None and not ckpt_dir.is_dir():
-      raise errors.UserError(f'no checkpoint for fold {fold}: {ckpt_dir} does not exist '
-                             f'(folds with checkpoints in {workdir}: '
-                             f'{checkpoints.available_folds(workdir) or "none"})')
+    for w in workdirs:
+      ckpt_dir = checkpoints.checkpoint_dir(w, fold)
+      if not ckpt_dir.is_dir():
+        raise errors.UserError(f'no checkpoint for fold {fold}: {ckpt_dir} does not exist '
+                               f'(folds with checkpoints in {w}: '
+                               f'{checkpoints.available_folds(w) or "none"})')
     if actors is None and not other_corpus and config_lib.actor_folds(config.data):
       config_lib.fold_test_actors(config, fold)  # other datasets' folds: once data is read
   return folds
@@ -119,19 +154,31 @@ def _target(config, data):
   return target
 
 
-def _cross_metrics(predictor, selection, cmap) -> dict[str, Any]:
-  """Metrics of `selection` on the shared classes (`ser_jax.cross_corpus`)."""
+def _scorer(selection, cmap, num_classes):
+  """(the clips to score, output -> metrics with `eval_loss`) for `selection`.
+
+  Own dataset (`cmap` None): every clip, the model's classes. Cross-corpus: the clips whose
+  emotion the model knows, scored on the shared classes (`ser_jax.cross_corpus`).
+  """
+  if cmap is None:
+    def own(out):
+      m = metrics_lib.classification_metrics(out['labels'], out['predictions'], num_classes)
+      m['eval_loss'] = out['loss']
+      return m
+    return selection, own
   keep = cross_corpus.scorable(selection.labels, cmap)
   if keep.size == 0:
     raise errors.UserError('nothing to evaluate: no selected clip has an emotion the model '
                            'knows')
   scored = selection.take(keep.tolist())
-  out = predictor.evaluate(scored)
-  m = cross_corpus.score(out['logits'], scored.labels, cmap)
-  m['eval_loss'] = m.pop('loss')
-  m['classes'] = cmap.names
-  m['notes'] = cmap.notes(len(selection) - len(scored))
-  return m
+
+  def cross(out):
+    m = cross_corpus.score(out['logits'], scored.labels, cmap)
+    m['eval_loss'] = m.pop('loss')
+    m['classes'] = cmap.names
+    m['notes'] = cmap.notes(len(selection) - len(scored))
+    return m
+  return scored, cross
 
 
 def _training_actors(meta: dict, config, fold: int | None) -> list[int | str]:
@@ -169,11 +216,12 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
   """Evaluates and writes reports; returns one metrics dict per evaluated fold.
 
   Args:
-    config: the model/data config; None: `<workdir>/config.json`.
-    workdir: a training run (with `weights` None): evaluate its fold checkpoints.
+    config: the model/data config; None: `<workdir>/config.json` (of the first run).
+    workdir: a training run (with `weights` None): evaluate its fold checkpoints. Several
+      runs ('a,b' or a sequence): evaluate their ensemble (see the module docstring).
     folds: fold indices; None: every fold with a checkpoint (workdir), or required with
       weights unless `actors` is given.
-    step: checkpoint step (workdir only); None: the latest.
+    step: checkpoint step (workdir only, the same for every run); None: the latest.
     weights: imported weights (directory or .pth) instead of a workdir.
     actors: explicit held-out actors (tuple of ints, or '4,9'; speaker ids such as
       'savee:DC' for other corpora) or 'all', instead of the fold's.
@@ -187,11 +235,13 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
 
   Raises:
     UserError: bad selection, missing checkpoint, weights of another model or front end,
-      actors the checkpoint trained on (unless allowed).
+      actors the checkpoint trained on (unless allowed), ensemble runs of other models.
   """
   actors = parse_actors(actors) if isinstance(actors, (str, list)) else actors
-  if workdir is not None and weights is None:
-    config = inference.resolve_config(config, workdir)
+  workdirs = _workdirs(workdir)
+  if workdirs and weights is None:
+    config = inference.resolve_config(config, workdirs[0])
+    _check_members(config, workdirs)
   elif config is None:
     raise errors.UserError('pass --workdir (a training run) or --config with --weights')
   config_lib.validate(config, num_devices=jax.device_count(), training=False)
@@ -199,7 +249,7 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
   # built.
   data = None if data is None or str(data) == str(config.data.name) else str(data)
   target = config.data if data is None else _target(config, data)
-  folds = _choose_folds(config, workdir, weights, folds, actors, data)
+  folds = _choose_folds(config, workdirs, weights, folds, actors, data)
   loaded = (inference.load_variables(config, weights=weights) if weights is not None
             else None)
   dataset_name = config_lib.tfds_name(target)
@@ -211,39 +261,88 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
                                                           examples.labels)
   names = labels.class_names(config.model.num_classes) if cmap is None else cmap.names
   examples = input_pipeline.prepare_images(examples, config.data)
+  report_root = _report_root(output_dir, workdirs, weights, data)
 
-  results, predictor = [], None
+  results, base = [], None
   for fold in folds:
-    this = loaded or inference.load_variables(config, workdir=workdir, fold=fold, step=step)
-    predictor = (inference.Predictor(config, this.variables) if predictor is None
-                 else predictor.with_variables(this.variables))
+    members = [loaded] if loaded else [
+        inference.load_variables(config, workdir=w, fold=fold, step=step) for w in workdirs]
+    predictors = []
+    for this in members:  # one compiled model for every checkpoint
+      base = (inference.Predictor(config, this.variables) if base is None
+              else base.with_variables(this.variables))
+      predictors.append(base)
+    predictor = predictors[0] if len(predictors) == 1 else Ensemble(predictors)
     test = _test_actors(config, target, examples, fold, actors, data)
     selection = input_pipeline.select_speakers(examples, test, dataset_name=dataset_name)
-    seen = _check_speakers(_training_actors(this.meta, config, fold), selection,
-                           this.source, allow_training_speakers)
-    if cmap is None:
-      out = predictor.evaluate(selection)
-      m = metrics_lib.classification_metrics(out['labels'], out['predictions'],
-                                             int(config.model.num_classes))
-      m['eval_loss'] = out['loss']
-    else:
-      m = _cross_metrics(predictor, selection, cmap)
+    seen = input_pipeline.sort_speakers({a for this in members for a in _check_speakers(
+        _training_actors(this.meta, config, fold), selection, this.source,
+        allow_training_speakers)})
+    scored, score = _scorer(selection, cmap, int(config.model.num_classes))
+    out = predictor.evaluate(scored)
+    m = score(out)
+    if cmap is not None:
       m['notes'].insert(0, f'Cross-corpus: a model trained on {config.data.name} evaluated '
                         f'on {dataset_name}.')
-    title = _title(config, fold, this.step) + (f' ({reports.TRAINING_SPEAKERS})'
-                                               if seen else '')
-    m.update({'fold': fold, 'test_actors': selection.speaker_ids(), 'checkpoint': this.source,
+    steps_ = {this.step for this in members}
+    title = _title(config, fold, steps_.pop() if len(steps_) == 1 else None)
+    if len(members) > 1:
+      title = f'Ensemble of {len(members)} runs: {title}'
+      m['members'] = [{'checkpoint': this.source, 'accuracy': score(o)['accuracy']}
+                      for this, o in zip(members, out['members'])]
+      m.setdefault('notes', []).append(_members_note(m['members']))
+    title += f' ({reports.TRAINING_SPEAKERS})' if seen else ''
+    m.update({'fold': fold, 'test_actors': selection.speaker_ids(),
+              'checkpoint': ' + '.join(this.source for this in members),
               'title': title, 'includes_training_speakers': seen})
     results.append(m)
     if write and jax.process_index() == 0:
-      fold_out = _fold_output_dir(output_dir, workdir, weights, fold, this.step, actors, data)
-      reports.write_fold_report(fold_out, m, this.meta.get('history') or [], names)
+      fold_out = report_root / _fold_name(fold, members[0].step, actors)
+      history = members[0].meta.get('history') if len(members) == 1 else None
+      reports.write_fold_report(fold_out, m, history or [], names)
       m['report_dir'] = str(fold_out)
   if write and len(results) > 1 and jax.process_index() == 0:
-    root = _fold_output_dir(output_dir, workdir, weights, None, None, None, data).parent
-    reports.write_cv_report(root, results, metrics_lib.summarize_folds(results), config,
-                            names, notes=results[0].get('notes', ()))
+    notes = list(results[0].get('notes', ()))
+    if len(workdirs) > 1:  # the runs, not fold 0's checkpoints
+      notes = notes[:-1] + [f'Ensemble of {len(workdirs)} runs (softmax probabilities '
+                            f'averaged clip by clip): {", ".join(workdirs)}.']
+    reports.write_cv_report(report_root, results, metrics_lib.summarize_folds(results),
+                            config, names, notes=notes)
   return results
+
+
+class Ensemble:
+  """Predictors of one model evaluated together: `evaluate` as `inference.Predictor`'s, on
+  the softmax probabilities averaged over the members (`average_outputs`)."""
+
+  def __init__(self, predictors: Sequence[inference.Predictor]):
+    self.predictors = list(predictors)
+
+  def evaluate(self, examples: input_pipeline.Examples) -> dict[str, Any]:
+    return average_outputs([p.evaluate(examples) for p in self.predictors])
+
+
+def average_outputs(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """One `Predictor.evaluate` output from several on the same clips: mean probabilities.
+
+  `logits` are log(mean probabilities) (so a softmax of them gives the mean back),
+  `loss` their cross-entropy, `members` the outputs averaged.
+  """
+  labels_ = outputs[0]['labels']
+  if any(not np.array_equal(o['labels'], labels_) for o in outputs):
+    raise AssertionError('ensemble members were evaluated on different clips')
+  probs = np.mean([o['probabilities'] for o in outputs], axis=0)
+  logits = np.log(np.maximum(probs, np.finfo(np.float32).tiny))
+  preds = np.argmax(probs, -1)
+  return {'labels': labels_, 'predictions': preds, 'probabilities': probs, 'logits': logits,
+          'loss': float(-np.mean(logits[np.arange(len(labels_)), labels_])),
+          'accuracy': float(np.mean(preds == labels_)), 'num_examples': len(labels_),
+          'members': list(outputs)}
+
+
+def _members_note(members: Sequence[dict[str, Any]]) -> str:
+  return ('Ensemble: softmax probabilities averaged clip by clip over ' + ', '.join(
+      f"{m['checkpoint']} (alone {reports.percent(m['accuracy'])})" for m in members) + '.')
 
 
 def _title(config, fold, step) -> str:
@@ -252,8 +351,25 @@ def _title(config, fold, step) -> str:
           + (f' step {step}' if step is not None else ''))
 
 
-def _fold_output_dir(output_dir, workdir, weights, fold, step, actors, data=None
-                     ) -> pathlib.Path:
+def _report_root(output_dir, workdirs, weights, data=None) -> pathlib.Path:
+  """The folder the fold reports go into (module docstring: default output)."""
+  if output_dir:
+    root = pathlib.Path(output_dir)
+  elif len(workdirs) > 1:
+    parent = pathlib.Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
+    if str(parent) in {os.path.abspath(w) for w in workdirs}:  # one run inside another
+      parent = parent.parent
+    root = parent / ('evaluate_ensemble_' + '+'.join(pathlib.Path(w).name for w in workdirs))
+  elif workdirs:
+    root = pathlib.Path(workdirs[0]) / 'evaluate'
+  else:
+    root = pathlib.Path(f'evaluate_{pathlib.Path(weights).name}')
+  if data is not None:
+    root = root / str(data).replace('/', '_')
+  return root
+
+
+def _fold_name(fold, step, actors) -> str:
   parts = []
   if fold is not None:
     parts.append(f'fold_{fold}')
@@ -263,16 +379,7 @@ def _fold_output_dir(output_dir, workdir, weights, fold, step, actors, data=None
     parts.append('actors_all')
   elif actors is not None:
     parts.append('actors_' + '-'.join(str(a) for a in actors))
-  name = '_'.join(parts) or 'evaluation'
-  if output_dir:
-    root = pathlib.Path(output_dir)
-  elif workdir is not None:
-    root = pathlib.Path(workdir) / 'evaluate'
-  else:
-    root = pathlib.Path(f'evaluate_{pathlib.Path(weights).name}')
-  if data is not None:
-    root = root / str(data).replace('/', '_')
-  return root / name
+  return '_'.join(parts) or 'evaluation'
 
 
 def format_results(results: Sequence[dict], config) -> str:

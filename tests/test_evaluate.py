@@ -26,7 +26,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 from ser_jax import checkpoints  # pylint: disable=g-bad-import-order
 from ser_jax import errors
 from ser_jax import evaluation as evaluate
+from ser_jax import inference
 from ser_jax import input_pipeline
+from ser_jax import metrics
 from ser_jax import model_init
 from ser_jax import models
 from ser_jax import pretrained
@@ -91,15 +93,18 @@ def _load_config_module(name):
 _CACHE = {}
 
 
-def trained_run(tmp_path_factory):
-  """(workdir, config, examples) of one tiny training run, shared by the session."""
-  if 'run' not in _CACHE:
+def trained_run(tmp_path_factory, seed=None):
+  """(workdir, config, examples) of one tiny training run (per seed), shared by the session."""
+  key = 'run' if seed is None else f'run_seed_{seed}'
+  if key not in _CACHE:
     workdir = tmp_path_factory.mktemp('eval_run')
     config, examples = tiny_config(), synthetic_examples()
+    if seed is not None:
+      config.seed = seed
     with test_train.registered(TINY, TinyBNNet):
       train.train_and_evaluate(config, workdir, examples=examples)
-    _CACHE['run'] = (workdir, config, examples)
-  return _CACHE['run']
+    _CACHE[key] = (workdir, config, examples)
+  return _CACHE[key]
 
 
 def cnnx_weights(tmp_path_factory):
@@ -280,6 +285,81 @@ def test_several_folds_write_a_summary(run, tmp_path):
   assert '**mean +- std**' in (copy / 'evaluate' / 'results.md').read_text()
   with pytest.raises(errors.UserError, match='--actors applies to one checkpoint'):
     evaluate.run_evaluation(workdir=copy, examples=examples, actors=(1,), write=False)
+
+def test_ensemble_averages_the_runs_probabilities(run, tmp_path_factory, tmp_path):
+  """Two seeds of one experiment: the ensemble is the argmax of their mean softmax."""
+  workdir, config, examples = run
+  other, _, _ = trained_run(tmp_path_factory, seed=7)
+  seeds = tmp_path / 'seeds'
+  runs = [seeds / 'seed_0', seeds / 'seed_1']
+  shutil.copytree(workdir, runs[0])
+  shutil.copytree(other, runs[1])
+  selection = input_pipeline.select_speakers(
+      input_pipeline.prepare_images(examples, config.data), (3,))
+  probs = [inference.Predictor(config, inference.load_variables(
+      config, workdir=w, fold=0).variables).evaluate(selection)['probabilities'] for w in runs]
+  assert np.abs(probs[0] - probs[1]).max() > 1e-3  # two different models
+  mean = (probs[0] + probs[1]) / 2
+  want = metrics.classification_metrics(selection.labels, mean.argmax(-1), NUM_CLASSES)
+
+  [m] = evaluate.run_evaluation(workdir=','.join(map(str, runs)), examples=examples)
+  assert m['confusion'] == want['confusion'] and m['accuracy'] == want['accuracy']
+  assert m['eval_loss'] == pytest.approx(
+      -np.mean(np.log(mean[np.arange(6), selection.labels])), rel=1e-6)
+  alone = [evaluate.run_evaluation(workdir=w, examples=examples, write=False)[0] for w in runs]
+  assert [r['accuracy'] for r in m['members']] == [a['accuracy'] for a in alone]
+  assert m['title'].startswith('Ensemble of 2 runs: tiny_eval_net fold 0 step ')
+  out = pathlib.Path(m['report_dir'])
+  assert out.parent == seeds / 'evaluate_ensemble_seed_0+seed_1'
+  md = (out / 'report.md').read_text()
+  assert md.startswith('# Report: Ensemble of 2 runs: ') and 'averaged clip by clip' in md
+  assert f"seed_1/fold_0/checkpoints/{m['checkpoint'].rsplit('/', 1)[1]} (alone " in md
+
+  # A sequence of runs works as well as 'a,b'; a run with itself is not an ensemble.
+  [again] = evaluate.run_evaluation(workdir=runs, examples=examples, write=False)
+  assert again['confusion'] == m['confusion']
+  with pytest.raises(errors.UserError, match='names a run twice'):
+    evaluate.run_evaluation(workdir=[runs[0], runs[0]], examples=examples, write=False)
+
+
+def test_ensemble_errors(run, tmp_path):
+  workdir, _, examples = run
+  seeds = tmp_path / 'seeds'
+  for name in ('seed_0', 'seed_1'):
+    shutil.copytree(workdir, seeds / name)
+  # A --seeds root is not a run: the error names its runs and both ways to evaluate them.
+  with pytest.raises(errors.UserError, match=r'seeds holds the runs of --seeds \(seed_0, '
+                     r'seed_1\), not one run: pass one, e.g. --workdir=.*seeds/seed_0 .*'
+                     r'ensemble: --workdir=.*seeds/seed_0,.*seeds/seed_1\)$'):
+    evaluate.run_evaluation(workdir=seeds, examples=examples, write=False)
+  recorded = (seeds / 'seed_1' / 'config.json').read_text()
+  other = json.loads(recorded)
+  other['model']['num_classes'] = 5
+  (seeds / 'seed_1' / 'config.json').write_text(json.dumps(other))
+  with pytest.raises(errors.UserError, match=r'seed_1 is a run of another model than .*seed_0 '
+                     r'\(model.num_classes: \[5\] vs \[4\]\)'):
+    evaluate.run_evaluation(workdir=[seeds / 'seed_0', seeds / 'seed_1'], examples=examples,
+                            write=False)
+  (seeds / 'seed_1' / 'config.json').write_text(recorded)
+  shutil.rmtree(seeds / 'seed_1' / 'fold_0')
+  with pytest.raises(errors.UserError, match=r'seed_1 holds no fold checkpoints'):
+    evaluate.run_evaluation(workdir=[seeds / 'seed_0', seeds / 'seed_1'], examples=examples,
+                            write=False)
+
+
+def test_average_outputs_is_the_mean_softmax():
+  a = {'labels': np.array([0, 1]), 'probabilities': np.array([[0.9, 0.1], [0.6, 0.4]]),
+       'accuracy': 0.5}
+  b = {'labels': np.array([0, 1]), 'probabilities': np.array([[0.3, 0.7], [0.0, 1.0]]),
+       'accuracy': 0.5}
+  out = evaluate.average_outputs([a, b])
+  np.testing.assert_allclose(out['probabilities'], [[0.6, 0.4], [0.3, 0.7]])
+  assert out['predictions'].tolist() == [0, 1] and out['accuracy'] == 1.0
+  np.testing.assert_allclose(out['loss'], -(np.log(0.6) + np.log(0.7)) / 2)
+  np.testing.assert_allclose(np.exp(out['logits']), out['probabilities'])
+  with pytest.raises(AssertionError, match='different clips'):
+    evaluate.average_outputs([a, dict(b, labels=np.array([1, 1]))])
+
 
 @pytest.mark.slow
 def test_command_line_on_tfds_dataset(synthetic_data_dir, tmp_path_factory, tmp_path):
