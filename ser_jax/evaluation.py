@@ -13,8 +13,9 @@ cross-validation summary when several folds were evaluated:
 Ensembles: several training runs of one model (e.g. the `seed_<s>` runs of `--seeds`) are
 evaluated together by averaging, clip by clip, the softmax probabilities of their fold
 checkpoints (`Ensemble`). Every run must be of the same model (name, classes, constructor
-arguments) and hold out the same actors in each evaluated fold; the reports name the runs
-and each run's own accuracy beside the ensemble's.
+arguments); each fold is evaluated on the first run's held-out actors, and the speaker check
+below applies to every run (one that trained on any of them is refused). The reports name
+the runs and each run's own accuracy beside the ensemble's.
 
 Speaker independence: a training checkpoint records the actors it trained on; evaluating
 it on any of them is refused unless `allow_training_speakers` (launch/evaluate.py
@@ -102,11 +103,13 @@ def _choose_folds(config, workdirs, weights, folds, actors, data) -> list[int | 
     raise errors.UserError('pass either --workdir or --weights, not both')
   other_corpus = data is not None and cross_corpus.foreign(config, data)
   if weights is None:
+    have = {w: checkpoints.available_folds(w) if pathlib.Path(w).is_dir() else []
+            for w in workdirs}
     for w in workdirs:
-      if not (pathlib.Path(w).is_dir() and checkpoints.available_folds(w)):
+      if not have[w]:
         raise errors.UserError(f'{w} holds no fold checkpoints '
                                '(expected fold_<i>/checkpoints/<step>/)')
-    folds = checkpoints.available_folds(workdirs[0]) if folds is None else folds
+    folds = have[workdirs[0]] if folds is None else folds
   elif folds is None and actors is None and not other_corpus:
     raise errors.UserError("with --weights, choose the data: --fold=<i> (that fold's "
                            "held-out actors) or --actors=4,9,... or --actors=all")
@@ -119,8 +122,7 @@ def _choose_folds(config, workdirs, weights, folds, actors, data) -> list[int | 
       ckpt_dir = checkpoints.checkpoint_dir(w, fold)
       if not ckpt_dir.is_dir():
         raise errors.UserError(f'no checkpoint for fold {fold}: {ckpt_dir} does not exist '
-                               f'(folds with checkpoints in {w}: '
-                               f'{checkpoints.available_folds(w) or "none"})')
+                               f'(folds with checkpoints in {w}: {have[w] or "none"})')
     if actors is None and not other_corpus and config_lib.actor_folds(config.data):
       config_lib.fold_test_actors(config, fold)  # other datasets' folds: once data is read
   return folds
