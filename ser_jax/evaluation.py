@@ -13,7 +13,8 @@ cross-validation summary when several folds were evaluated:
 Ensembles: several training runs of one model (e.g. the `seed_<s>` runs of `--seeds`) are
 evaluated together by averaging, clip by clip, the softmax probabilities of their fold
 checkpoints (`Ensemble`). Every run must be of the same model (name, classes, constructor
-arguments); each fold is evaluated on the first run's held-out actors, and the speaker check
+arguments) and read its clips the same way (`data.` front end, input shape, crop mode,
+normalisation, evaluation frames: one set of batches feeds them all); each fold is evaluated on the first run's held-out actors, and the speaker check
 below applies to every run (one that trained on any of them is refused). The reports name
 the runs and each run's own accuracy beside the ensemble's.
 
@@ -82,17 +83,26 @@ def _workdirs(workdir) -> list[str]:
   return runs
 
 
+# What a clip looks like to the model in evaluation: one set of batches feeds every run.
+_EVAL_INPUT = ('frontend', 'input_shape', 'crop_mode', 'normalize', 'eval_frames')
+
+
 def _check_members(config, workdirs: Sequence[str]) -> None:
-  """Every run of an ensemble is a run of `config`'s model (restored with `config`)."""
-  want = config.model.to_dict()
+  """Every run of an ensemble is a run of `config`'s model (restored with `config`) that
+  reads its clips as `config` prepares them."""
+  def fields(c):
+    data = c.data.to_dict()
+    return {**{f'model.{k}': v for k, v in c.model.to_dict().items()},
+            **{f'data.{k}': data.get(k) for k in _EVAL_INPUT}}
+  want = fields(config)
   for w in workdirs[1:]:
-    got = checkpoints.read_config(w).model.to_dict()
+    got = fields(checkpoints.read_config(w))
     differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     if differ:
       raise errors.UserError(
-          f'{w} is a run of another model than {workdirs[0]} (model.'
-          f'{", model.".join(differ)}: {[got.get(k) for k in differ]} vs '
-          f'{[want.get(k) for k in differ]}); an ensemble averages runs of one model')
+          f'{w} differs from {workdirs[0]} in {", ".join(differ)}: '
+          f'{[got.get(k) for k in differ]} vs {[want.get(k) for k in differ]}; an ensemble '
+          'averages runs of one model on one input transform')
 
 
 def _choose_folds(config, workdirs, weights, folds, actors, data) -> list[int | None]:

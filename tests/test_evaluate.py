@@ -336,8 +336,17 @@ def test_ensemble_errors(run, tmp_path):
   other = json.loads(recorded)
   other['model']['num_classes'] = 5
   (seeds / 'seed_1' / 'config.json').write_text(json.dumps(other))
-  with pytest.raises(errors.UserError, match=r'seed_1 is a run of another model than .*seed_0 '
-                     r'\(model.num_classes: \[5\] vs \[4\]\)'):
+  with pytest.raises(errors.UserError, match=r'seed_1 differs from .*seed_0 in '
+                     r'model.num_classes: \[5\] vs \[4\]; an ensemble averages runs of one '
+                     r'model on one input transform'):
+    evaluate.run_evaluation(workdir=[seeds / 'seed_0', seeds / 'seed_1'], examples=examples,
+                            write=False)
+  # One set of batches feeds every run: a run trained on other inputs is refused too.
+  other = json.loads(recorded)
+  other['data']['normalize'] = 'mel'
+  (seeds / 'seed_1' / 'config.json').write_text(json.dumps(other))
+  with pytest.raises(errors.UserError, match=r"seed_1 differs from .*seed_0 in "
+                     r"data.normalize: \['mel'\] vs \['none'\]"):
     evaluate.run_evaluation(workdir=[seeds / 'seed_0', seeds / 'seed_1'], examples=examples,
                             write=False)
   (seeds / 'seed_1' / 'config.json').write_text(recorded)
