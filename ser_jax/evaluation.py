@@ -14,9 +14,10 @@ Ensembles: several training runs of one model (e.g. the `seed_<s>` runs of `--se
 evaluated together by averaging, clip by clip, the softmax probabilities of their fold
 checkpoints (`Ensemble`). Every run must be of the same model (name, classes, constructor
 arguments) and read its clips the same way (`data.` front end, input shape, crop mode,
-normalisation, evaluation frames: one set of batches feeds them all); each fold is evaluated on the first run's held-out actors, and the speaker check
-below applies to every run (one that trained on any of them is refused). The reports name
-the runs and each run's own accuracy beside the ensemble's.
+normalisation, evaluation frames: one set of batches feeds them all); each fold is
+evaluated on the first run's held-out actors, and the speaker check below applies to every
+run (one that trained on any of them is refused). The reports name the runs and each run's
+own accuracy beside the ensemble's.
 
 Speaker independence: a training checkpoint records the actors it trained on; evaluating
 it on any of them is refused unless `allow_training_speakers` (launch/evaluate.py
