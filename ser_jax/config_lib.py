@@ -79,6 +79,8 @@ def default() -> ml_collections.ConfigDict:
   # crop_pad only: training-time warps of the full clip, before cropping (0 disables):
   c.data.time_stretch = 0.0  # tempo factor drawn from U[1 - s, 1 + s] (time axis resampled)
   c.data.freq_warp = 0.0  # mel-axis stretch factor from U[1 - w, 1 + w] (VTLP-style)
+  c.data.freq_mixstyle = 0.0  # probability per clip of Freq-MixStyle with a random partner
+  c.data.freq_mixstyle_alpha = 0.3  # its mixing weight ~ Beta(a, a) (EfficientAT's 0.3)
   c.data.eval_frames = 0  # crop_pad: evaluation clip frames (pad/centre crop); 0: input_shape[1]
   c.data.normalize = 'none'  # per clip, once: 'none' | 'utterance' (mean/std) | 'mel' (per mel bin)
   c.data.num_workers = 0  # input-pipeline worker processes (0: in the main process)

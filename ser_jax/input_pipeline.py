@@ -343,10 +343,18 @@ def check_data_config(data_config) -> None:
     if not 0.0 <= value < 1.0:
       raise errors.UserError(f'config.data.{name} must be in [0, 1) (the largest relative '
                              f'change), got {value}')
+  style_p = float(data_config.get('freq_mixstyle', 0.0))
+  if not 0.0 <= style_p <= 1.0:
+    raise errors.UserError('config.data.freq_mixstyle must be in [0, 1] (the probability '
+                           f'per training clip), got {style_p}')
+  style_alpha = float(data_config.get('freq_mixstyle_alpha', 0.3))
+  if not style_alpha > 0.0:
+    raise errors.UserError('config.data.freq_mixstyle_alpha must be > 0 (the Beta '
+                           f'distribution of the mixing weight), got {style_alpha}')
   if data_config.crop_mode == 'resize':
     # The warps act on the full clip before cropping (a resize would undo a tempo change),
     # and a resized clip has input_shape's length.
-    for name in ('time_stretch', 'freq_warp', 'eval_frames'):
+    for name in ('time_stretch', 'freq_warp', 'freq_mixstyle', 'eval_frames'):
       if data_config.get(name, 0):
         raise errors.UserError(f"config.data.{name} needs crop_mode 'crop_pad' (got "
                                "'resize')")
@@ -523,8 +531,39 @@ def freq_warp(image: np.ndarray, alpha: float) -> np.ndarray:
   return (image[i0] * (1.0 - w1) + image[i1] * w1).astype(np.float32)
 
 
-def _augment_clip(image: np.ndarray, data_config, rng: np.random.Generator) -> np.ndarray:
-  """Training-time warps of the full clip (before cropping): tempo, then mel axis."""
+def _mel_statistics(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-mel-bin mean and standard deviation over time of `(mel, frames)`: `(mel, 1)` each."""
+  mean = image.mean(axis=1, keepdims=True)
+  # ddof=1 and eps 1e-6 as EfficientAT's own mixstyle (torch's unbiased var); one frame: 0.
+  var = image.var(axis=1, ddof=1, keepdims=True) if image.shape[1] > 1 else 0.0 * mean
+  return mean, np.sqrt(var + 1e-6)
+
+
+def freq_mixstyle(image: np.ndarray, partner: np.ndarray, lam: float) -> np.ndarray:
+  """Freq-MixStyle: `image` with each mel bin's time statistics moved toward `partner`'s.
+
+  Each bin is normalised by its own mean and std over time, then given the mixture
+  `lam * own + (1 - lam) * partner's` of both: the spectral envelope and its variation (much
+  of a voice and a microphone) are blended, the frame-to-frame content stays `image`'s.
+  MixStyle (Zhou et al., ICLR 2021) with frequency-wise statistics, as EfficientAT's and
+  CP-JKU's acoustic-scene training use it against recording-device shift.
+  """
+  mean, std = _mel_statistics(image)
+  p_mean, p_std = _mel_statistics(partner)
+  mixed_mean = lam * mean + (1.0 - lam) * p_mean
+  mixed_std = lam * std + (1.0 - lam) * p_std
+  return ((image - mean) / std * mixed_std + mixed_mean).astype(np.float32)
+
+
+def _augment_clip(image: np.ndarray, examples: Examples, data_config,
+                  rng: np.random.Generator) -> np.ndarray:
+  """Training-time transforms of the full clip (before cropping): style, tempo, mel axis."""
+  style_p = float(data_config.get('freq_mixstyle', 0.0))
+  # Drawn only when enabled, so every other augmentation's random stream stays unchanged.
+  if style_p and rng.random() < style_p:
+    partner = examples.images[int(rng.integers(len(examples)))]  # any training clip
+    alpha = float(data_config.get('freq_mixstyle_alpha', 0.3))
+    image = freq_mixstyle(image, partner, float(rng.beta(alpha, alpha)))
   stretch = float(data_config.get('time_stretch', 0.0))
   if stretch:
     image = time_stretch(image, float(rng.uniform(1.0 - stretch, 1.0 + stretch)))
@@ -549,7 +588,7 @@ def _make_image(examples: Examples, i: int, data_config, rng, train: bool):
     real = length
   else:
     if train:
-      image = _augment_clip(image, data_config, rng)
+      image = _augment_clip(image, examples, data_config, rng)
     start = None
     if train and image.shape[1] > length:
       start = int(rng.integers(0, image.shape[1] - length + 1))

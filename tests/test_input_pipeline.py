@@ -268,6 +268,49 @@ def test_warps_in_training_only_and_seeded():
     ip.check_data_config(data_config(crop_mode='crop_pad', freq_warp=1.5))
 
 
+def test_freq_mixstyle_moves_each_bins_statistics_to_the_mixture():
+  rng = np.random.default_rng(0)
+  image = rng.normal(size=(4, 20)).astype(np.float32) * [[1.], [2.], [3.], [4.]] + 5.0
+  partner = rng.normal(size=(4, 30)).astype(np.float32) * 0.5 - 1.0
+  np.testing.assert_allclose(ip.freq_mixstyle(image, partner, 1.0), image, atol=1e-5)
+  for lam in (0.0, 0.25):
+    out = ip.freq_mixstyle(image, partner, lam)
+    want_mean = lam * image.mean(1) + (1 - lam) * partner.mean(1)
+    want_std = (lam * np.sqrt(image.var(1, ddof=1) + 1e-6)
+                + (1 - lam) * np.sqrt(partner.var(1, ddof=1) + 1e-6))
+    np.testing.assert_allclose(out.mean(1), want_mean, atol=1e-5)
+    np.testing.assert_allclose(out.std(1, ddof=1), want_std, rtol=1e-4)
+    # Each bin is an increasing affine map of itself: the frames' order is kept.
+    np.testing.assert_array_equal(np.argsort(out, 1), np.argsort(image, 1))
+
+
+def test_freq_mixstyle_in_training_only_seeded_and_checked():
+  ex = ip.prepare_images(make_examples(n=6), data_config(crop_mode='crop_pad',
+                                                          input_shape=(8, 12)))
+  # Give every clip a different spectral shape so a partner's statistics show.
+  ex.images = [im + np.arange(8, dtype=np.float32)[:, None] * (i + 1) * (np.arange(
+      im.shape[1]) % 2) for i, im in enumerate(ex.images)]
+  cfg = data_config(crop_mode='crop_pad', input_shape=(8, 12), freq_mixstyle=1.0)
+  plain_cfg = data_config(crop_mode='crop_pad', input_shape=(8, 12))
+  a = _epoch_rows(ex, cfg, 6, epoch=0)[0]
+  np.testing.assert_array_equal(a['image'], _epoch_rows(ex, cfg, 6, epoch=0)[0]['image'])
+  plain = _epoch_rows(ex, plain_cfg, 6, epoch=0)[0]
+  assert not np.allclose(a['image'], plain['image'])
+  np.testing.assert_array_equal(a['mask'], plain['mask'])  # lengths and crops untouched
+  off = _epoch_rows(ex, data_config(crop_mode='crop_pad', input_shape=(8, 12),
+                                    freq_mixstyle=0.0), 6, epoch=0)[0]
+  np.testing.assert_array_equal(off['image'], plain['image'])
+  np.testing.assert_array_equal(next(ip.eval_batches(ex, cfg, batch_size=6))['image'],
+                                next(ip.eval_batches(ex, plain_cfg, batch_size=6))['image'])
+  with pytest.raises(ValueError, match=r'freq_mixstyle must be in \[0, 1\]'):
+    ip.check_data_config(data_config(crop_mode='crop_pad', freq_mixstyle=1.5))
+  with pytest.raises(ValueError, match=r'freq_mixstyle_alpha must be > 0'):
+    ip.check_data_config(data_config(crop_mode='crop_pad', freq_mixstyle=0.5,
+                                     freq_mixstyle_alpha=0.0))
+  with pytest.raises(ValueError, match=r"freq_mixstyle needs crop_mode 'crop_pad'"):
+    ip.check_data_config(data_config(freq_mixstyle=0.5))
+
+
 def test_eval_frames_pads_every_clip_to_full_length():
   ex = ip.prepare_images(make_examples(n=5), data_config(crop_mode='crop_pad'))
   cfg = data_config(crop_mode='crop_pad', input_shape=(8, 12), eval_frames=16)
