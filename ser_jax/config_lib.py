@@ -131,6 +131,11 @@ def default() -> ml_collections.ConfigDict:
   c.init.dont_load = ()  # regexes of param paths meant to differ (new head, new stem)
   c.init.expect_pretrained = False  # warn loudly when True and no weights are given
 
+  # Soft targets from finished runs' ensemble (ser_jax/distill.py); () trains on labels.
+  c.distill = ml_collections.ConfigDict()
+  c.distill.teachers = ()  # training workdirs (their fold checkpoints predict this fold's clips)
+  c.distill.weight = 0.0  # the teachers' share of each target: (1 - w) one-hot + w teachers
+
   # How this recipe's settings were chosen (printed in results.md). '' for the
   # predecessor's recipes, which are reproduced unchanged.
   c.selection_rule = ''
@@ -628,6 +633,7 @@ def validate(config, *, num_devices: int | None = None, training: bool = True
     UserError: naming the first bad setting and what was expected.
   """
   # pylint: disable=g-import-not-at-top  # JAX-heavy modules, only when validating
+  from ser_jax import distill
   from ser_jax import features
   from ser_jax import input_pipeline
   from ser_jax import steps
@@ -654,4 +660,5 @@ def validate(config, *, num_devices: int | None = None, training: bool = True
     _check_numbers(config, _TRAINING_NUMBERS)
     steps.create_optimizer(config, steps.create_learning_rate_fn(config, 1))
     model_init.check_pretrained_setting(config)
+    distill.check_config(config)
   return get_folds(config)

@@ -52,7 +52,7 @@ Batch keys (host-local batch B):
   image   float32 (B, mel, time, 1)
   mask    bool    (B, time)   True on real frames (all True in `resize` mode)
   label   int32   (B,)        class id (for mixup: the larger-weight one)
-  targets float32 (B, C)      one-hot, or mixup's mixed targets (training only)
+  targets float32 (B, C)      one-hot (or distillation's soft targets), mixed by mixup (training only)
   weight  float32 (B,)        1 for real clips, 0 for padding (training)
   valid   bool    (B,)        True for real clips (evaluation)
   index   int32   (B,)        position in the selection, -1 for padding (evaluation)
@@ -601,8 +601,8 @@ def _make_image(examples: Examples, i: int, data_config, rng, train: bool):
 
 def train_batches(examples: Examples, data_config, *, batch_size: int, num_classes: int,
                   seed: int | Sequence[int], epoch: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  process_index: int = 0, process_count: int = 1,
+                  targets: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
   """Yields this host's part of every training batch of `epoch` (see module docstring).
 
   Args:
@@ -614,6 +614,8 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
     epoch: 0-based epoch.
     start_step: first step of the epoch to produce (resume inside an epoch).
     process_index, process_count: this host and the number of hosts.
+    targets: `(N, num_classes)` per-clip training targets (distillation's soft ones,
+      ser_jax/distill.py) instead of the labels' one-hot rows; mixup mixes them alike.
 
   `data_config.sampling_weights` (when set) weights the datasets of `examples.groups`.
   """
@@ -626,6 +628,11 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
   num_steps = steps_per_epoch(n, batch_size)
   host = _host_slice(batch_size, process_index, process_count)
   alpha = float(data_config.mixup_alpha)
+  if targets is None:
+    targets = np.eye(num_classes, dtype=np.float32)[examples.labels]  # (N, C) one-hot
+  elif targets.shape != (n, num_classes):
+    raise ValueError(f'train_batches: targets of shape {targets.shape} for {n} clips and '
+                     f'{num_classes} classes')
   # Per-example generators cost ~20 us each; make them only when something is random.
   random_images = (data_config.crop_mode == 'crop_pad' or data_config.specaugment.enabled
                    or alpha > 0)
@@ -654,18 +661,17 @@ def train_batches(examples: Examples, data_config, *, batch_size: int, num_class
       images.append(image)
       masks.append(mask)
     labels = examples.labels[idx[host]]
-    targets = np.eye(num_classes, dtype=np.float32)[labels]  # (B, C)
+    batch_targets = targets[idx[host]]  # (B, C)
     if alpha > 0:
       partner_labels = examples.labels[partner[host]]
-      targets = lam * targets + (1.0 - lam) * np.eye(num_classes,
-                                                      dtype=np.float32)[partner_labels]
+      batch_targets = lam * batch_targets + (1.0 - lam) * targets[partner[host]]
       if lam < 0.5:
         labels = partner_labels
     yield {
         'image': np.stack(images)[..., None].astype(np.float32),  # (B, mel, time, 1)
         'mask': np.stack(masks),  # (B, time)
         'label': labels.astype(np.int32),
-        'targets': targets,
+        'targets': batch_targets,
         'weight': weight[host],
     }
 

@@ -310,11 +310,16 @@ def protocol_line(config: Any, seeds: Sequence[int] | None = None) -> str:
     data += (' trained with ' + ', '.join(f'`{n}`' for n in g('data.extra_train'))
              + (f" (sampling weights {', '.join(f'{w:g}' for w in weights)})" if weights
                 else ''))
+  teachers = g('distill.teachers')
+  distilled = (f", distilled from {len(teachers)} teacher run(s) (weight "
+               f"{g('distill.weight', '?')}: {', '.join(f'`{t}`' for t in teachers)})"
+               if teachers else '')
   return (f"Protocol: data {data}, input {shape} ({g('data.crop_mode', '?')}), "
           f"{folds}, {g('num_epochs', '?')} epochs, batch "
           f"{g('batch_size', '?')}, `{g('optimizer.name', '?')}` lr "
           f"{g('optimizer.learning_rate', '?')} wd {g('optimizer.weight_decay', '?')}, "
           f"{seed_text}" + (f', initialised from `{pretrained}`' if pretrained else '')
+          + distilled
           + '.' + (f" Selection rule: {g('selection_rule')}" if g('selection_rule') else ''))
 
 

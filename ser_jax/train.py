@@ -45,6 +45,7 @@ import numpy as np
 
 from ser_jax import checkpoints
 from ser_jax import config_lib
+from ser_jax import distill
 from ser_jax import ema
 from ser_jax import errors
 from ser_jax import glibc_malloc
@@ -102,6 +103,7 @@ class FoldRun:
   learning_rate_fn: Any
   checkpoints: checkpoints.FoldCheckpoints
   last_good: str = 'No checkpoint was saved before it.'  # for a non-finite-loss error
+  targets: np.ndarray | None = None  # (N, C) distillation targets of `train`; None: labels
 
 
 # ----------------------------------------------------------------------------- logging
@@ -240,7 +242,8 @@ def _train_epoch(config, run: FoldRun, state, epoch: int, tb: _TensorBoard,
   batches = input_pipeline.train_batches(
       run.train, config.data, batch_size=int(config.batch_size),
       num_classes=int(config.model.num_classes), seed=(int(config.seed), run.index),
-      epoch=epoch, process_index=jax.process_index(), process_count=jax.process_count())
+      epoch=epoch, process_index=jax.process_index(), process_count=jax.process_count(),
+      targets=run.targets)
   # closing(): an error mid-epoch (e.g. a non-finite loss) also stops the prefetch thread.
   with contextlib.closing(input_pipeline.prefetch(batches)) as prefetched:
     for batch in prefetched:
@@ -324,6 +327,7 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
            'speakers %s (%d clips)', fold_index, train_ex.speaker_ids(), len(train_ex),
            steps_per_epoch, np.bincount(train_ex.groups).tolist(), test_ex.speaker_ids(),
            len(test_ex))
+  targets = distill.soft_targets(config, fold_index, train_ex)  # None without teachers
   model = model_init.build_model(config)
   init_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), fold_index))
@@ -333,7 +337,8 @@ def train_fold(config, workdir: pathlib.Path, fold_index: int, fold: splits.Fold
       steps.create_optimizer(config, lr_fn))
   with checkpoints.FoldCheckpoints(workdir, fold_index, config.checkpoint.keep) as ckpts:
     run = FoldRun(fold_index, fold, train_ex, test_ex, steps_per_epoch,
-                  parallel.make_runner(config, model, dropout_rng), lr_fn, ckpts)
+                  parallel.make_runner(config, model, dropout_rng), lr_fn, ckpts,
+                  targets=targets)
     state, start_epoch, history = _init_or_restore(config, run, host_state)
     del host_state
     state, result = _run_epochs(config, workdir, run, state, start_epoch, history)
