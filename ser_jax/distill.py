@@ -56,6 +56,28 @@ def check_teacher_config(config, teacher_config, teacher: str) -> None:
           f'{mine!r}; a teacher must see the clips as the student does')
 
 
+def teacher_config(config, teacher: str):
+  """`teacher`'s recorded config, checked against the student's input (`config`).
+
+  Raises:
+    UserError: `teacher` is not a training workdir, or sees the clips differently.
+  """
+  try:
+    recorded = checkpoints.read_config(teacher)
+  except errors.UserError as e:
+    raise errors.UserError(f'config.distill.teachers: {teacher} is not a training run '
+                           f'({e})') from None
+  check_teacher_config(config, recorded, teacher)
+  return recorded
+
+
+def check_teachers(config) -> None:
+  """Checks every teacher's config before a run writes anything (a typo in a path must not
+  leave a workdir that then refuses the corrected command)."""
+  for teacher in teachers(config):
+    teacher_config(config, teacher)
+
+
 def _teacher_variables(teacher: str, teacher_config, fold: int,
                        train_speakers: list) -> dict:
   """The final fold-`fold` variables of `teacher`, checked against the student's fold."""
@@ -93,14 +115,13 @@ def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarra
   speakers = train.speaker_ids()
   probs, base = [], None
   for teacher in names:
-    teacher_config = checkpoints.read_config(teacher)
-    check_teacher_config(config, teacher_config, teacher)
-    variables = _teacher_variables(teacher, teacher_config, fold, speakers)
+    recorded = teacher_config(config, teacher)
+    variables = _teacher_variables(teacher, recorded, fold, speakers)
     # One compiled evaluation step for the teachers of one model and evaluation layout.
-    same = base is not None and all(_field(base.config, f) == _field(teacher_config, f)
+    same = base is not None and all(_field(base.config, f) == _field(recorded, f)
                                     for f in ('model', 'data', 'eval_batch_size'))
     base = (base.with_variables(variables) if same
-            else inference.Predictor(teacher_config, variables))
+            else inference.Predictor(recorded, variables))
     out = base.evaluate(train)  # (N, C), in the order of `train`
     log.info('Fold %d: teacher %s scores %.2f%% on the training clips', fold, teacher,
              100 * out['accuracy'])

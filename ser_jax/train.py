@@ -379,6 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """
   workdir = pathlib.Path(workdir)
   folds = config_lib.validate(config, num_devices=jax.device_count())
+  distill.check_teachers(config)  # reads the teachers' config.json, before anything is written
   with checkpoints.training_lock(workdir):
     # Before anything is written: a run with other settings must not rewrite config.json.
     checkpoints.check_workdir(config, workdir)

@@ -105,6 +105,12 @@ def test_teachers_of_other_speakers_unfinished_or_other_input_are_refused(teache
                                        'distill.weight': 1.0})
     with pytest.raises(ValueError, match=r'short fold 0 step \d+ is epoch 1 of 3: finish'):
       distill.soft_targets(config, 0, _student_clips(config))
+    missing = test_train.tiny_config(**{'distill.teachers': (str(tmp_path / 'typo'),),
+                                        'distill.weight': 1.0})
+    with pytest.raises(ValueError, match=r'distill.teachers: .*typo is not a training run'):
+      train.train_and_evaluate(missing, tmp_path / 'student',
+                               examples=test_train.synthetic_examples())
+    assert not (tmp_path / 'student').exists()  # refused before anything was written
     wider = test_train.tiny_config(**{'distill.teachers': (teachers[0],),
                                       'distill.weight': 1.0, 'data.input_shape': (16, 20)})
     with pytest.raises(ValueError, match=r'data.input_shape=\(16, 16\), the student '
