@@ -547,8 +547,9 @@ def fold_test_actors(config, fold: int, speakers: Sequence[str] | None = None
 
 
 # Numbers with bounds: (field, kind, bound). 'int>=': an integer >= bound; '>': a number
-# above bound; '>=': a number at least bound; '[)': a number in [low, high). Cadences of 0
-# are refused rather than read as "every epoch" or "never": neither is what 0 says.
+# above bound; '>=': a number at least bound; '[)': a number in [low, high); '[]': a number
+# in [low, high]. Cadences of 0 are refused rather than read as "every epoch" or "never":
+# neither is what 0 says.
 _NUMBERS = (('model.num_classes', 'int>=', 2),)
 _TRAINING_NUMBERS = (
     ('num_epochs', 'int>=', 1),
@@ -563,6 +564,7 @@ _TRAINING_NUMBERS = (
     ('optimizer.ema_decay', '[)', (0.0, 1.0)),  # 0 disables the weight average
     ('schedule.warmup_epochs', '>=', 0.0),
     ('data.mixup_alpha', '>=', 0.0),  # 0 disables mixup
+    ('distill.weight', '[]', (0.0, 1.0)),  # the teachers' share of each target
     ('data.specaugment.num_freq_masks', 'int>=', 0),
     ('data.specaugment.max_freq_width', 'int>=', 0),
     ('data.specaugment.num_time_masks', 'int>=', 0),
@@ -570,7 +572,7 @@ _TRAINING_NUMBERS = (
     ('folds.validation_actors', 'int>=', 0),
 )
 _RULES = {'int>=': 'an integer >= {}', '>': 'a number > {}', '>=': 'a number >= {}',
-          '[)': 'a number in [{0[0]}, {0[1]})'}
+          '[)': 'a number in [{0[0]}, {0[1]})', '[]': 'a number in [{0[0]}, {0[1]}]'}
 
 
 def _is_int(value) -> bool:
@@ -587,6 +589,8 @@ def _in_bounds(value, kind: str, bound) -> bool:
     return value > bound
   if kind == '>=':
     return value >= bound
+  if kind == '[]':
+    return bound[0] <= value <= bound[1]
   return bound[0] <= value < bound[1]
 
 

@@ -132,15 +132,12 @@ def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarra
 
 
 def check_config(config) -> None:
-  """Raises UserError for a bad `config.distill` (called by `config_lib.validate`)."""
+  """Raises UserError for teachers without weight or named twice (called by
+  `config_lib.validate`, whose number rules bound `distill.weight` to [0, 1])."""
   distill = config.get('distill')
   if not distill:
     return
-  weight = distill.get('weight', 0.0)
-  if not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
-    raise errors.UserError(f'config.distill.weight must be in [0, 1] (the teachers\' share '
-                           f'of each target), got {weight!r}')
-  if teachers(config) and float(weight) == 0.0:
+  if teachers(config) and float(distill.get('weight', 0.0)) == 0.0:
     raise errors.UserError('config.distill.teachers is set but config.distill.weight is 0: '
                            'the teachers would be computed and ignored')
   if len(set(teachers(config))) != len(teachers(config)):

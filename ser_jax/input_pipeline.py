@@ -52,7 +52,7 @@ Batch keys (host-local batch B):
   image   float32 (B, mel, time, 1)
   mask    bool    (B, time)   True on real frames (all True in `resize` mode)
   label   int32   (B,)        class id (for mixup: the larger-weight one)
-  targets float32 (B, C)      one-hot (or distillation's soft targets), mixed by mixup (training only)
+  targets float32 (B, C)      one-hot or distillation's soft rows, mixed by mixup (training)
   weight  float32 (B,)        1 for real clips, 0 for padding (training)
   valid   bool    (B,)        True for real clips (evaluation)
   index   int32   (B,)        position in the selection, -1 for padding (evaluation)

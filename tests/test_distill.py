@@ -119,7 +119,7 @@ def test_teachers_of_other_speakers_unfinished_or_other_input_are_refused(teache
 
 
 @pytest.mark.parametrize('settings, message', [
-    ({'distill.weight': 1.5}, r'distill.weight must be in \[0, 1\]'),
+    ({'distill.weight': 1.5}, r'distill.weight=1.5 must be a number in \[0.0, 1.0\]'),
     ({'distill.teachers': ('/a',)}, r'weight is 0: the teachers would be computed and '
                                     r'ignored'),
     ({'distill.teachers': ('/a', '/a'), 'distill.weight': 1.0}, 'names a run twice'),
