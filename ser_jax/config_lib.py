@@ -135,6 +135,7 @@ def default() -> ml_collections.ConfigDict:
   c.distill = ml_collections.ConfigDict()
   c.distill.teachers = ()  # training workdirs (their fold checkpoints predict this fold's clips)
   c.distill.weight = 0.0  # the teachers' share of each target: (1 - w) one-hot + w teachers
+  c.distill.temperature = 1.0  # teachers' softmax(logits / T); T > 1 softens their targets
 
   # How this recipe's settings were chosen (printed in results.md). '' for the
   # predecessor's recipes, which are reproduced unchanged.
@@ -565,6 +566,7 @@ _TRAINING_NUMBERS = (
     ('schedule.warmup_epochs', '>=', 0.0),
     ('data.mixup_alpha', '>=', 0.0),  # 0 disables mixup
     ('distill.weight', '[]', (0.0, 1.0)),  # the teachers' share of each target
+    ('distill.temperature', '>', 0.0),
     ('data.specaugment.num_freq_masks', 'int>=', 0),
     ('data.specaugment.max_freq_width', 'int>=', 0),
     ('data.specaugment.num_time_masks', 'int>=', 0),

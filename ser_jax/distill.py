@@ -5,10 +5,14 @@ a config). For fold i, every teacher's final fold-i checkpoint predicts the stud
 training clips in evaluation mode; their softmax probabilities, averaged clip by clip
 (the ensemble `launch/evaluate.py --workdir=a,b,c` scores), become soft targets:
 
-    target = (1 - weight) * one_hot(label) + weight * mean teacher probabilities
+    target = (1 - weight) * one_hot(label) + weight * mean_t softmax(logits_t / temperature)
 
-(`config.distill.weight`; mixup and label smoothing then act on these targets as on the
-one-hot ones). One student can thereby learn what the ensemble knows at one model's cost.
+(`config.distill.weight`, `config.distill.temperature`; mixup and label smoothing then act
+on these targets as on the one-hot ones). A temperature above 1 softens each teacher's
+distribution before the average: teachers fit their own training clips almost perfectly,
+so at temperature 1 their targets are nearly one-hot and say little about which wrong
+classes a clip resembles. The student's own softmax stays at temperature 1 (the targets
+are labels, not Hinton et al.'s temperature-matched KL term). One student can thereby learn what the ensemble knows at one model's cost.
 
 A teacher must have trained on exactly the student's training speakers of that fold (its
 checkpoint records them), so no teacher has seen the student's held-out actors, and to its
@@ -95,11 +99,17 @@ def _teacher_variables(teacher: str, teacher_config, fold: int,
   return variables
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  z = np.exp(logits - logits.max(-1, keepdims=True))  # (N, C)
+  return z / z.sum(-1, keepdims=True)
+
+
 def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarray | None:
   """Training targets `(N, num_classes)` of the fold's clips `train`; None: no teachers.
 
   Args:
-    config: the student's config (`distill.teachers`, `distill.weight`, `data`, `model`).
+    config: the student's config (`distill.teachers`, `.weight`, `.temperature`, `data`,
+      `model`).
     fold: the fold index (each teacher's `fold_<fold>` checkpoint is used).
     train: the student's training clips after `input_pipeline.prepare_images`.
 
@@ -112,6 +122,7 @@ def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarra
     return None
   from ser_jax import inference  # pylint: disable=g-import-not-at-top
   num_classes = int(config.model.num_classes)
+  temperature = float(config.distill.get('temperature', 1.0))
   speakers = train.speaker_ids()
   probs, base = [], None
   for teacher in names:
@@ -125,7 +136,7 @@ def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarra
     out = base.evaluate(train)  # (N, C), in the order of `train`
     log.info('Fold %d: teacher %s scores %.2f%% on the training clips', fold, teacher,
              100 * out['accuracy'])
-    probs.append(out['probabilities'])
+    probs.append(_softmax(out['logits'] / temperature))
   weight = float(config.distill.weight)
   one_hot = np.eye(num_classes, dtype=np.float32)[train.labels]
   return ((1.0 - weight) * one_hot + weight * np.mean(probs, axis=0)).astype(np.float32)

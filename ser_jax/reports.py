@@ -312,7 +312,8 @@ def protocol_line(config: Any, seeds: Sequence[int] | None = None) -> str:
                 else ''))
   teachers = g('distill.teachers')
   distilled = (f", distilled from {len(teachers)} teacher run(s) (weight "
-               f"{g('distill.weight', '?')}: {', '.join(f'`{t}`' for t in teachers)})"
+               f"{g('distill.weight', '?')}, temperature {g('distill.temperature', 1.0)}: "
+               f"{', '.join(f'`{t}`' for t in teachers)})"
                if teachers else '')
   return (f"Protocol: data {data}, input {shape} ({g('data.crop_mode', '?')}), "
           f"{folds}, {g('num_epochs', '?')} epochs, batch "

@@ -31,21 +31,31 @@ def _student_clips(config):
   return input_pipeline.fold_split(examples, fold, dataset_name='synthetic')[0]
 
 
-def test_soft_targets_blend_the_teachers_mean_probabilities(teachers):
+@pytest.mark.parametrize('temperature', [1.0, 3.0])
+def test_soft_targets_blend_the_teachers_mean_probabilities(teachers, temperature):
   config = test_train.tiny_config(**{'distill.teachers': tuple(teachers),
-                                     'distill.weight': 0.25})
+                                     'distill.weight': 0.25,
+                                     'distill.temperature': temperature})
   with test_train.registered():
     train_ex = _student_clips(config)
     got = distill.soft_targets(config, 0, train_ex)
-    probs = []
+    probs, logits = [], []
     for t in teachers:  # each teacher alone, through the ordinary inference path
       loaded = inference.load_variables(config, workdir=t, fold=0)
-      probs.append(inference.Predictor(config, loaded.variables).evaluate(train_ex)[
-          'probabilities'])
-  want = 0.75 * np.eye(4)[train_ex.labels] + 0.25 * np.mean(probs, axis=0)
+      out = inference.Predictor(config, loaded.variables).evaluate(train_ex)
+      probs.append(out['probabilities'])
+      logits.append(out['logits'])
+  soft = [np.exp(z / temperature) / np.exp(z / temperature).sum(-1, keepdims=True)
+          for z in np.asarray(logits, np.float64)]
+  want = 0.75 * np.eye(4)[train_ex.labels] + 0.25 * np.mean(soft, axis=0)
   np.testing.assert_allclose(got, want, atol=1e-6)
   np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
   assert not np.allclose(probs[0], probs[1])  # two different teachers were averaged
+  if temperature == 1.0:  # the teachers' own probabilities
+    np.testing.assert_allclose(np.mean(soft, axis=0), np.mean(probs, axis=0), atol=1e-6)
+  else:  # softer: every teacher's largest probability shrinks
+    assert np.all(np.max(soft, -1) < np.max(probs, -1) + 1e-7)
+    assert np.mean(np.max(soft, -1)) < np.mean(np.max(probs, -1)) - 1e-3
   assert distill.soft_targets(test_train.tiny_config(), 0, train_ex) is None
 
 
@@ -120,6 +130,7 @@ def test_teachers_of_other_speakers_unfinished_or_other_input_are_refused(teache
 
 @pytest.mark.parametrize('settings, message', [
     ({'distill.weight': 1.5}, r'distill.weight=1.5 must be a number in \[0.0, 1.0\]'),
+    ({'distill.temperature': 0.0}, r'distill.temperature=0.0 must be a number > 0.0'),
     ({'distill.teachers': ('/a',)}, r'weight is 0: the teachers would be computed and '
                                     r'ignored'),
     ({'distill.teachers': ('/a', '/a'), 'distill.weight': 1.0}, 'names a run twice'),
