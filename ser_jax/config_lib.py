@@ -431,6 +431,39 @@ def resume_differences(recorded: Mapping[str, Any], config, *, trained_epochs: i
   return sorted(diffs)
 
 
+def get_field(config: Any, dotted: str, default: Any = None) -> Any:
+  """`config`'s value at `dotted` ('data.input_shape'), a ConfigDict or a plain dict (a
+  JSON record); `default` where a part is missing or the value is None."""
+  node = config
+  for part in dotted.split('.'):
+    if node is None:
+      return default
+    node = node.get(part) if isinstance(node, Mapping) else getattr(node, part, None)
+  return default if node is None else node
+
+
+def differing_fields(a: Any, b: Any, fields: Sequence[str]) -> list[tuple[str, Any, Any]]:
+  """`(field, a's value, b's value)` for each of `fields` (dotted) where configs `a` and `b`
+  differ, in the order of `fields`. Sequences compare and come back as tuples (a JSON
+  record holds a config's tuples as lists), sub-configs as plain dicts."""
+  diffs = []
+  for field in fields:
+    x, y = (_as_tuples(get_field(c, field)) for c in (a, b))
+    if x != y:
+      diffs.append((field, x, y))
+  return diffs
+
+
+def _as_tuples(value):
+  if isinstance(value, ml_collections.ConfigDict):
+    value = value.to_dict()
+  if isinstance(value, Mapping):
+    return {k: _as_tuples(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(_as_tuples(v) for v in value)
+  return value
+
+
 def _flatten(d: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   """{'a': {'b': 1}} -> {'a.b': 1}; tuples as lists (as a JSON record holds them)."""
   flat = {}

@@ -27,6 +27,7 @@ import logging
 import numpy as np
 
 from ser_jax import checkpoints
+from ser_jax import config_lib
 from ser_jax import errors
 from ser_jax import input_pipeline
 
@@ -43,21 +44,14 @@ def teachers(config) -> tuple[str, ...]:
   return tuple(str(t) for t in (distill.get('teachers') or ())) if distill else ()
 
 
-def _field(config, field: str):
-  node = config
-  for part in field.split('.'):
-    node = node.get(part) if hasattr(node, 'get') else None
-  return tuple(node) if isinstance(node, (list, tuple)) else node
-
-
 def check_teacher_config(config, teacher_config, teacher: str) -> None:
   """Raises UserError unless `teacher` sees the clips as the student (`config`) does."""
-  for field in _SAME_INPUT:
-    mine, theirs = _field(config, field), _field(teacher_config, field)
-    if mine != theirs:
-      raise errors.UserError(
-          f'config.distill.teachers: {teacher} has {field}={theirs!r}, the student '
-          f'{mine!r}; a teacher must see the clips as the student does')
+  differ = config_lib.differing_fields(config, teacher_config, _SAME_INPUT)
+  if differ:
+    field, mine, theirs = differ[0]
+    raise errors.UserError(
+        f'config.distill.teachers: {teacher} has {field}={theirs!r}, the student '
+        f'{mine!r}; a teacher must see the clips as the student does')
 
 
 def teacher_config(config, teacher: str):
@@ -129,8 +123,8 @@ def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarra
     recorded = teacher_config(config, teacher)
     variables = _teacher_variables(teacher, recorded, fold, speakers)
     # One compiled evaluation step for the teachers of one model and evaluation layout.
-    same = base is not None and all(_field(base.config, f) == _field(recorded, f)
-                                    for f in ('model', 'data', 'eval_batch_size'))
+    same = base is not None and not config_lib.differing_fields(
+        base.config, recorded, ('model', 'data', 'eval_batch_size'))
     base = (base.with_variables(variables) if same
             else inference.Predictor(recorded, variables))
     out = base.evaluate(train)  # (N, C), in the order of `train`

@@ -91,18 +91,15 @@ _EVAL_INPUT = ('frontend', 'input_shape', 'crop_mode', 'normalize', 'eval_frames
 def _check_members(config, workdirs: Sequence[str]) -> None:
   """Every run of an ensemble is a run of `config`'s model (restored with `config`) that
   reads its clips as `config` prepares them."""
-  def fields(c):
-    data = c.data.to_dict()
-    return {**{f'model.{k}': v for k, v in c.model.to_dict().items()},
-            **{f'data.{k}': data.get(k) for k in _EVAL_INPUT}}
-  want = fields(config)
   for w in workdirs[1:]:
-    got = fields(checkpoints.read_config(w))
-    differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    got = checkpoints.read_config(w)
+    model = sorted(set(config.model.keys()) | set(got.model.keys()))
+    differ = config_lib.differing_fields(
+        got, config, [f'model.{k}' for k in model] + [f'data.{k}' for k in _EVAL_INPUT])
     if differ:
       raise errors.UserError(
-          f'{w} differs from {workdirs[0]} in {", ".join(differ)}: '
-          f'{[got.get(k) for k in differ]} vs {[want.get(k) for k in differ]}; an ensemble '
+          f'{w} differs from {workdirs[0]} in {", ".join(f for f, _, _ in differ)}: '
+          f'{[g for _, g, _ in differ]} vs {[m for _, _, m in differ]}; an ensemble '
           'averages runs of one model on one input transform')
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ser_jax import config_lib
 from ser_jax import labels
 from ser_jax import metrics as metrics_lib
 
@@ -164,18 +165,6 @@ def percent(value: float | None) -> str:
   return f'{100.0 * value:.2f}%'
 
 
-def _config_get(config: Any, dotted: str, default: Any = None) -> Any:
-  node = config
-  for part in dotted.split('.'):
-    if node is None:
-      return default
-    if isinstance(node, Mapping):
-      node = node.get(part)
-    else:
-      node = getattr(node, part, None)
-  return default if node is None else node
-
-
 # ----------------------------------------------------------------------------- plots
 
 
@@ -291,7 +280,7 @@ def protocol_line(config: Any, seeds: Sequence[int] | None = None) -> str:
   `seeds`: the seeds of an aggregate over runs (then `config` is one run's, whose own seed
   would misname the others).
   """
-  g = functools.partial(_config_get, config)
+  g = functools.partial(config_lib.get_field, config)
   seed_text = (f"seeds {', '.join(str(s) for s in seeds)}" if seeds is not None
                else f"seed {g('seed', '?')}")
   shape = g('data.input_shape')
@@ -401,7 +390,7 @@ def write_cv_report(workdir: str | os.PathLike, fold_results: Sequence[Mapping[s
   workdir = pathlib.Path(workdir)
   if not fold_results:
     raise ValueError('write_cv_report needs at least one fold result')
-  model_name = str(_config_get(config, 'model.name', 'model'))
+  model_name = str(config_lib.get_field(config, 'model.name', 'model'))
   row_name = display_name(model_name)
   confusion = summary.get('confusion')
   if confusion is None:

@@ -193,3 +193,19 @@ def test_launcher_prints_an_unknown_key_as_one_line(config_args, tmp_path):
       'config.optimizer.ema_decay (keys cannot be added on the command line; new ones '
       'go in a config file)')
   assert 'Traceback' not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_differing_fields_compares_a_config_with_its_json_record():
+  config = config_lib.default()
+  config.data.input_shape = (16, 20)
+  record = json.loads(json.dumps(config.to_dict()))  # tuples become lists, as on disk
+  fields = ('data.input_shape', 'model', 'data.name', 'no.such.field')
+  assert config_lib.differing_fields(config, record, fields) == []
+  assert config_lib.get_field(record, 'data.input_shape') == [16, 20]
+  assert config_lib.get_field(config, 'no.such.field', 'x') == 'x'
+  record['data']['input_shape'] = [16, 24]
+  record['model']['kwargs'] = {'width': 2}
+  assert config_lib.differing_fields(config, record, fields) == [
+      ('data.input_shape', (16, 20), (16, 24)),
+      ('model', {**config.model.to_dict(), 'kwargs': {}},
+       {**config.model.to_dict(), 'kwargs': {'width': 2}})]
