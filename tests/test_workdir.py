@@ -157,7 +157,7 @@ CHANGES = [
     ('optimizer.weight_decay', 0.0), ('optimizer.grad_clip_norm', 1.0),
     ('optimizer.label_smoothing', 0.1), ('optimizer.trainable', '^head/'),
     ('optimizer.ema_decay', 0.99),
-    ('distill.teachers', ('/t/a',)), ('distill.weight', 0.5),
+    ('distill.teachers', ('/t/a',)), ('distill.weight', 0.5), ('distill.temperature', 2.0),
     ('schedule.name', 'warmup_cosine'),
     ('schedule.warmup_epochs', 1.0), ('parallel', 'jit'), ('init.pretrained', '/w/x.pth'),
     ('init.source', 'panns_cnn14'), ('init.dont_load', ('head',)),
