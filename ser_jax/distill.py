@@ -12,7 +12,8 @@ on these targets as on the one-hot ones). A temperature above 1 softens each tea
 distribution before the average: teachers fit their own training clips almost perfectly,
 so at temperature 1 their targets are nearly one-hot and say little about which wrong
 classes a clip resembles. The student's own softmax stays at temperature 1 (the targets
-are labels, not Hinton et al.'s temperature-matched KL term). One student can thereby learn what the ensemble knows at one model's cost.
+are labels, not Hinton et al.'s temperature-matched KL term). One student can thereby
+learn what the ensemble knows at one model's cost.
 
 A teacher must have trained on exactly the student's training speakers of that fold (its
 checkpoint records them), so no teacher has seen the student's held-out actors, and to its
@@ -93,11 +94,6 @@ def _teacher_variables(teacher: str, teacher_config, fold: int,
   return variables
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-  z = np.exp(logits - logits.max(-1, keepdims=True))  # (N, C)
-  return z / z.sum(-1, keepdims=True)
-
-
 def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarray | None:
   """Training targets `(N, num_classes)` of the fold's clips `train`; None: no teachers.
 
@@ -130,7 +126,7 @@ def soft_targets(config, fold: int, train: input_pipeline.Examples) -> np.ndarra
     out = base.evaluate(train)  # (N, C), in the order of `train`
     log.info('Fold %d: teacher %s scores %.2f%% on the training clips', fold, teacher,
              100 * out['accuracy'])
-    probs.append(_softmax(out['logits'] / temperature))
+    probs.append(inference.softmax(out['logits'] / temperature))
   weight = float(config.distill.weight)
   one_hot = np.eye(num_classes, dtype=np.float32)[train.labels]
   return ((1.0 - weight) * one_hot + weight * np.mean(probs, axis=0)).astype(np.float32)

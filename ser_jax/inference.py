@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- evaluation
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """Softmax over the last axis of `(N, C)` logits (float32 stays float32)."""
+  z = np.exp(logits - logits.max(-1, keepdims=True))
+  return z / z.sum(-1, keepdims=True)
+
+
 def evaluate_examples(runner, state, examples: input_pipeline.Examples, config
                       ) -> dict[str, Any]:
   """Loss and predictions over every clip of `examples`, each counted exactly once.
@@ -86,8 +92,7 @@ def evaluate_examples(runner, state, examples: input_pipeline.Examples, config
       labels_[idx] = examples.labels[idx]
       preds[idx] = np.argmax(logits[valid], -1)
       logits_[idx] = logits[valid]
-      z = logits[valid] - logits[valid].max(-1, keepdims=True)
-      probs[idx] = np.exp(z) / np.exp(z).sum(-1, keepdims=True)  # softmax
+      probs[idx] = softmax(logits[valid])
       loss_sum += float(np.sum(losses[valid]))
       seen += int(valid.sum())
   if seen != n or np.any(labels_ < 0):
