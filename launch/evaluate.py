@@ -14,6 +14,12 @@ accuracy beside the ensemble's (default output: `<parent>/evaluate_ensemble_<run
 
   python launch/evaluate.py --workdir=workdirs/effat/seed_0,workdirs/effat/seed_1,workdirs/effat/seed_2
 
+The same runs as one model, their variables averaged (a uniform model soup; for runs
+fine-tuned from one pretrained start; default output `<parent>/evaluate_soup_<runs>/`):
+
+  python launch/evaluate.py --combine=weights \
+      --workdir=workdirs/effat/seed_0,workdirs/effat/seed_1,workdirs/effat/seed_2
+
 Imported weights (a directory from launch/import_weights.py, or a .pth with its converter in
 `--config.init.source`); the model and features come from `--config`:
 
@@ -62,6 +68,9 @@ _ALLOW_TRAINING_SPEAKERS = flags.DEFINE_boolean(
 _DATA = flags.DEFINE_string('data', '', 'Evaluate on this dataset (ser_tess, ser_savee, '
                             'ser_emodb, ser_crema_d, ravdess/song, ...) instead of the '
                             "model's config.data.name: cross-corpus evaluation.")
+_COMBINE = flags.DEFINE_enum('combine', 'probabilities', ['probabilities', 'weights'],
+                             'Several --workdir runs: average their softmax probabilities '
+                             '(an ensemble) or their variables (one model).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', '', 'Where to write the reports (see above).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data_dir (overrides config.data.data_dir).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Evaluation batch size '
@@ -87,7 +96,7 @@ def main(argv):
         folds=None if _FOLD.value is None else [_FOLD.value], step=_STEP.value,
         weights=_WEIGHTS.value or None, actors=_ACTORS.value, data=_DATA.value or None,
         output_dir=_OUTPUT_DIR.value or None,
-        allow_training_speakers=_ALLOW_TRAINING_SPEAKERS.value)
+        allow_training_speakers=_ALLOW_TRAINING_SPEAKERS.value, combine=_COMBINE.value)
   if _FORMAT.value == 'json':
     print(json.dumps(results, indent=2, default=str))
   else:

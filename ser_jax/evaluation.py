@@ -19,6 +19,13 @@ evaluated on the first run's held-out actors, and the speaker check below applie
 run (one that trained on any of them is refused). The reports name the runs and each run's
 own accuracy beside the ensemble's.
 
+Weight averages (`combine='weights'`, launch/evaluate.py --combine=weights): the same runs
+become one model instead, their fold checkpoints' variables averaged leaf by leaf (a uniform
+"model soup", Wortsman et al. 2022; BatchNorm's running statistics averaged alike). It costs
+one model at inference instead of one per run, and it only makes sense for runs fine-tuned
+from one pretrained start (a soup of runs trained from different random starts is no
+model); the checks are the ensemble's. Default output: `<parent>/evaluate_soup_<runs>/`.
+
 Speaker independence: a training checkpoint records the actors it trained on; evaluating
 it on any of them is refused unless `allow_training_speakers` (launch/evaluate.py
 --allow_training_speakers), and then every report of the run says so (its title, hence
@@ -222,7 +229,8 @@ def _check_speakers(trained: list[int | str], selection, source: str, allow: boo
 def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = None,
                    step: int | None = None, weights=None, actors=None, data=None,
                    output_dir=None, examples=None, write: bool = True,
-                   allow_training_speakers: bool = False) -> list[dict[str, Any]]:
+                   allow_training_speakers: bool = False,
+                   combine: str = 'probabilities') -> list[dict[str, Any]]:
   """Evaluates and writes reports; returns one metrics dict per evaluated fold.
 
   Args:
@@ -242,6 +250,8 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
     write: write report files (process 0 only).
     allow_training_speakers: evaluate a checkpoint on actors it trained on (refused
       otherwise); the results and reports are then marked.
+    combine: how several runs are combined: 'probabilities' (an ensemble) or 'weights'
+      (one model of their averaged variables); see the module docstring.
 
   Raises:
     UserError: bad selection, missing checkpoint, weights of another model or front end,
@@ -249,6 +259,11 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
   """
   actors = parse_actors(actors) if isinstance(actors, (str, list)) else actors
   workdirs = _workdirs(workdir)
+  if combine not in COMBINE:
+    raise errors.UserError(f'--combine={combine!r}: expected one of {", ".join(COMBINE)}')
+  if combine == 'weights' and len(workdirs) < 2:
+    raise errors.UserError('--combine=weights averages the variables of several runs: pass '
+                           f'at least two in --workdir (got {len(workdirs)})')
   if workdirs and weights is None:
     config = inference.resolve_config(config, workdirs[0])
     _check_members(config, workdirs)
@@ -271,7 +286,7 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
                                                           examples.labels)
   names = labels.class_names(config.model.num_classes) if cmap is None else cmap.names
   examples = input_pipeline.prepare_images(examples, config.data)
-  report_root = _report_root(output_dir, workdirs, weights, data)
+  report_root = _report_root(output_dir, workdirs, weights, data, combine)
 
   results, base = [], None
   for fold in folds:
@@ -282,7 +297,14 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
       base = (inference.Predictor(config, this.variables) if base is None
               else base.with_variables(this.variables))
       predictors.append(base)
-    predictor = predictors[0] if len(predictors) == 1 else Ensemble(predictors)
+    if len(predictors) == 1:
+      predictor = predictors[0]
+    elif combine == 'weights':
+      predictor = WeightAverage(
+          base.with_variables(average_variables([this.variables for this in members])),
+          predictors)
+    else:
+      predictor = Ensemble(predictors)
     test = _test_actors(config, target, examples, fold, actors, data)
     selection = input_pipeline.select_speakers(examples, test, dataset_name=dataset_name)
     seen = input_pipeline.sort_speakers({a for this in members for a in _check_speakers(
@@ -297,10 +319,10 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
     steps_ = {this.step for this in members}
     title = _title(config, fold, steps_.pop() if len(steps_) == 1 else None)
     if len(members) > 1:
-      title = f'Ensemble of {len(members)} runs: {title}'
+      title = f'{COMBINE[combine]} of {len(members)} runs: {title}'
       m['members'] = [{'checkpoint': this.source, 'accuracy': score(o)['accuracy']}
                       for this, o in zip(members, out['members'])]
-      m.setdefault('notes', []).append(_members_note(m['members']))
+      m.setdefault('notes', []).append(_members_note(m['members'], combine))
     title += f' ({reports.TRAINING_SPEAKERS})' if seen else ''
     m.update({'fold': fold, 'test_actors': selection.speaker_ids(),
               'checkpoint': ' + '.join(this.source for this in members),
@@ -314,8 +336,8 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
   if write and len(results) > 1 and jax.process_index() == 0:
     notes = list(results[0].get('notes', ()))
     if len(workdirs) > 1:  # the runs, not fold 0's checkpoints
-      notes = notes[:-1] + [f'Ensemble of {len(workdirs)} runs (softmax probabilities '
-                            f'averaged clip by clip): {", ".join(workdirs)}.']
+      notes = notes[:-1] + [f'{COMBINE[combine]} of {len(workdirs)} runs '
+                            f'({_HOW[combine]}): {", ".join(workdirs)}.']
     reports.write_cv_report(report_root, results, metrics_lib.summarize_folds(results),
                             config, names, notes=notes)
   return results
@@ -330,6 +352,49 @@ class Ensemble:
 
   def evaluate(self, examples: input_pipeline.Examples) -> dict[str, Any]:
     return average_outputs([p.evaluate(examples) for p in self.predictors])
+
+
+class WeightAverage:
+  """One predictor of the runs' averaged variables; `evaluate` gives its output, with
+  each run's own output under `members` (for the reports' per-run accuracies)."""
+
+  def __init__(self, averaged: inference.Predictor,
+               predictors: Sequence[inference.Predictor]):
+    self.averaged = averaged
+    self.predictors = list(predictors)
+
+  def evaluate(self, examples: input_pipeline.Examples) -> dict[str, Any]:
+    out = self.averaged.evaluate(examples)
+    out['members'] = [p.evaluate(examples) for p in self.predictors]
+    return out
+
+
+def average_variables(trees: Sequence[Any]) -> Any:
+  """The leaf-by-leaf mean of several variable trees of one model (in float64, cast back
+  to each leaf's dtype). Leaves that are not floating point must agree and are kept.
+
+  Raises:
+    UserError: the trees differ in structure, shapes, or a non-float leaf.
+  """
+  structure = jax.tree.structure(trees[0])
+  if any(jax.tree.structure(t) != structure for t in trees[1:]):
+    raise errors.UserError('the runs\' checkpoints hold different variables; a weight '
+                           'average needs runs of one model with the same trainable layout')
+
+  def mean(path, *leaves):
+    first = np.asarray(leaves[0])
+    name = jax.tree_util.keystr(path)
+    if any(np.shape(x) != first.shape for x in leaves):
+      raise errors.UserError(f'the runs\' {name} differ in shape: '
+                             f'{[np.shape(x) for x in leaves]}')
+    if not np.issubdtype(first.dtype, np.floating):
+      if any(not np.array_equal(x, first) for x in leaves[1:]):
+        raise errors.UserError(f'the runs\' {name} ({first.dtype}) differ; only floating '
+                               'point variables can be averaged')
+      return first
+    return np.mean([np.asarray(x, np.float64) for x in leaves], axis=0).astype(first.dtype)
+
+  return jax.tree_util.tree_map_with_path(mean, *trees)
 
 
 def average_outputs(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -350,8 +415,14 @@ def average_outputs(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
           'members': list(outputs)}
 
 
-def _members_note(members: Sequence[dict[str, Any]]) -> str:
-  return ('Ensemble: softmax probabilities averaged clip by clip over ' + ', '.join(
+# --combine: what the reports call the result, and how the runs were combined.
+COMBINE = {'probabilities': 'Ensemble', 'weights': 'Weight average'}
+_HOW = {'probabilities': 'softmax probabilities averaged clip by clip',
+        'weights': 'variables averaged leaf by leaf into one model'}
+
+
+def _members_note(members: Sequence[dict[str, Any]], combine: str = 'probabilities') -> str:
+  return (f'{COMBINE[combine]}: {_HOW[combine]} over ' + ', '.join(
       f"{m['checkpoint']} (alone {reports.percent(m['accuracy'])})" for m in members) + '.')
 
 
@@ -361,7 +432,8 @@ def _title(config, fold, step) -> str:
           + (f' step {step}' if step is not None else ''))
 
 
-def _report_root(output_dir, workdirs, weights, data=None) -> pathlib.Path:
+def _report_root(output_dir, workdirs, weights, data=None,
+                 combine='probabilities') -> pathlib.Path:
   """The folder the fold reports go into (module docstring: default output)."""
   if output_dir:
     root = pathlib.Path(output_dir)
@@ -369,7 +441,8 @@ def _report_root(output_dir, workdirs, weights, data=None) -> pathlib.Path:
     parent = pathlib.Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
     if str(parent) in {os.path.abspath(w) for w in workdirs}:  # one run inside another
       parent = parent.parent
-    root = parent / ('evaluate_ensemble_' + '+'.join(pathlib.Path(w).name for w in workdirs))
+    kind = 'ensemble' if combine == 'probabilities' else 'soup'
+    root = parent / (f'evaluate_{kind}_' + '+'.join(pathlib.Path(w).name for w in workdirs))
   elif workdirs:
     root = pathlib.Path(workdirs[0]) / 'evaluate'
   else:

@@ -286,16 +286,34 @@ def test_several_folds_write_a_summary(run, tmp_path):
   with pytest.raises(errors.UserError, match='--actors applies to one checkpoint'):
     evaluate.run_evaluation(workdir=copy, examples=examples, actors=(1,), write=False)
 
-def test_ensemble_averages_the_runs_probabilities(run, tmp_path_factory, tmp_path):
-  """Two seeds of one experiment: the ensemble is the argmax of their mean softmax."""
+@pytest.fixture
+def two_seeds(run, tmp_path_factory, tmp_path):
+  """Two different trained runs as `<tmp>/seeds/seed_{0,1}`: (runs, config, examples, the
+  prepared clips of their test actor 3)."""
   workdir, config, examples = run
   other, _, _ = trained_run(tmp_path_factory, seed=7)
-  seeds = tmp_path / 'seeds'
-  runs = [seeds / 'seed_0', seeds / 'seed_1']
+  runs = [tmp_path / 'seeds' / 'seed_0', tmp_path / 'seeds' / 'seed_1']
   shutil.copytree(workdir, runs[0])
   shutil.copytree(other, runs[1])
   selection = input_pipeline.select_speakers(
       input_pipeline.prepare_images(examples, config.data), (3,))
+  return runs, config, examples, selection
+
+
+def _check_combined(m, runs, examples, title, folder):
+  """Checks one combined fold's per-run accuracies, title and report folder; returns its
+  report.md."""
+  alone = [evaluate.run_evaluation(workdir=w, examples=examples, write=False)[0] for w in runs]
+  assert [r['accuracy'] for r in m['members']] == [a['accuracy'] for a in alone]
+  assert m['title'].startswith(f'{title} of 2 runs: tiny_eval_net fold 0 step ')
+  out = pathlib.Path(m['report_dir'])
+  assert out.parent == runs[0].parent / f'evaluate_{folder}_seed_0+seed_1'
+  return (out / 'report.md').read_text()
+
+
+def test_ensemble_averages_the_runs_probabilities(two_seeds):
+  """Two seeds of one experiment: the ensemble is the argmax of their mean softmax."""
+  runs, config, examples, selection = two_seeds
   probs = [inference.Predictor(config, inference.load_variables(
       config, workdir=w, fold=0).variables).evaluate(selection)['probabilities'] for w in runs]
   assert np.abs(probs[0] - probs[1]).max() > 1e-3  # two different models
@@ -306,12 +324,7 @@ def test_ensemble_averages_the_runs_probabilities(run, tmp_path_factory, tmp_pat
   assert m['confusion'] == want['confusion'] and m['accuracy'] == want['accuracy']
   assert m['eval_loss'] == pytest.approx(
       -np.mean(np.log(mean[np.arange(6), selection.labels])), rel=1e-6)
-  alone = [evaluate.run_evaluation(workdir=w, examples=examples, write=False)[0] for w in runs]
-  assert [r['accuracy'] for r in m['members']] == [a['accuracy'] for a in alone]
-  assert m['title'].startswith('Ensemble of 2 runs: tiny_eval_net fold 0 step ')
-  out = pathlib.Path(m['report_dir'])
-  assert out.parent == seeds / 'evaluate_ensemble_seed_0+seed_1'
-  md = (out / 'report.md').read_text()
+  md = _check_combined(m, runs, examples, 'Ensemble', 'ensemble')
   assert md.startswith('# Report: Ensemble of 2 runs: ') and 'averaged clip by clip' in md
   assert f"seed_1/fold_0/checkpoints/{m['checkpoint'].rsplit('/', 1)[1]} (alone " in md
 
@@ -354,6 +367,45 @@ def test_ensemble_errors(run, tmp_path):
   with pytest.raises(errors.UserError, match=r'seed_1 holds no fold checkpoints'):
     evaluate.run_evaluation(workdir=[seeds / 'seed_0', seeds / 'seed_1'], examples=examples,
                             write=False)
+
+
+def test_weight_average_is_one_model_of_the_runs_mean_variables(two_seeds):
+  """--combine=weights: the runs' variables averaged leaf by leaf, evaluated as one model."""
+  runs, config, examples, selection = two_seeds
+  loaded = [inference.load_variables(config, workdir=w, fold=0).variables for w in runs]
+  mean = jax.tree.map(lambda a, b: (np.float64(a) + np.float64(b)) / 2, *loaded)
+  assert np.abs(mean['params']['head']['kernel'] - loaded[0]['params']['head']['kernel']
+                ).max() > 1e-3  # two different models, so the average is a third
+  want = inference.Predictor(config, jax.tree.map(np.float32, mean)).evaluate(selection)
+
+  [m] = evaluate.run_evaluation(workdir=runs, examples=examples, combine='weights')
+  assert m['accuracy'] == want['accuracy']
+  assert m['eval_loss'] == pytest.approx(want['loss'], rel=1e-6)
+  md = _check_combined(m, runs, examples, 'Weight average', 'soup')
+  assert 'variables averaged leaf by leaf into one model over ' in md
+
+  with pytest.raises(errors.UserError, match=r'--combine=weights averages the variables of '
+                     r'several runs: pass at least two in --workdir \(got 1\)'):
+    evaluate.run_evaluation(workdir=runs[0], examples=examples, combine='weights')
+  with pytest.raises(errors.UserError, match=r"--combine='soup': expected one of "
+                     r'probabilities, weights'):
+    evaluate.run_evaluation(workdir=runs, examples=examples, combine='soup')
+
+
+def test_average_variables_means_floats_and_keeps_agreeing_integers():
+  a = {'params': {'w': np.array([1.0, 2.0], np.float32)}, 'count': np.array(3)}
+  b = {'params': {'w': np.array([2.0, 5.0], np.float32)}, 'count': np.array(3)}
+  c = {'params': {'w': np.array([0.0, 2.0], np.float32)}, 'count': np.array(3)}
+  out = evaluate.average_variables([a, b, c])
+  assert out['params']['w'].dtype == np.float32
+  np.testing.assert_array_equal(out['params']['w'], [1.0, 3.0])
+  assert out['count'] == 3
+  with pytest.raises(errors.UserError, match=r"the runs' \['count'\] \(int64\) differ"):
+    evaluate.average_variables([a, dict(b, count=np.array(4))])
+  with pytest.raises(errors.UserError, match=r"\['params'\]\['w'\] differ in shape"):
+    evaluate.average_variables([a, dict(b, params={'w': np.zeros(3, np.float32)})])
+  with pytest.raises(errors.UserError, match='hold different variables'):
+    evaluate.average_variables([a, {'params': {'v': np.zeros(2)}, 'count': np.array(3)}])
 
 
 def test_average_outputs_is_the_mean_softmax():
