@@ -42,6 +42,7 @@ def get_config(arg=None):
   c.model.name = 'efficientat_mn04'
   c.model.num_classes = 8
   c.model.kwargs.frozen_features = FROZEN_FEATURES
+  c.model.kwargs.dropout_rate = 0.2  # the head's, as EfficientAT trains it
   c.data.frontend = 'efficientat32k'  # the features mn04_as_mAP_432.pt was trained on
   c.data.input_shape = (128, 384)  # (mel, time): 128 Kaldi mels, 3.84 s at 10 ms frames
   c.data.crop_mode = 'crop_pad'
@@ -50,6 +51,9 @@ def get_config(arg=None):
   c.num_epochs = 30  # chosen on validation actors over 15 (docs/efficientat.md)
   c.optimizer.learning_rate = 1e-3  # chosen on validation actors (docs/efficientat.md)
   c.optimizer.trainable = efficientat.trainable_after(FROZEN_FEATURES)
+  # For --config.optimizer.layer_decay=d < 1 (off by default): the head at lr, features_16
+  # at lr * d, ..., features_7 at lr * d**10.
+  c.optimizer.layer_groups = efficientat.layer_groups(FROZEN_FEATURES)
   c.schedule.name = 'warmup_cosine'
   c.schedule.warmup_epochs = 1.0
   c.init.source = 'efficientat_mn'

@@ -114,6 +114,10 @@ def default() -> ml_collections.ConfigDict:
   # updates (no gradient step, no L2 or weight decay). '' trains all.
   c.optimizer.trainable = ''
   c.optimizer.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the weights
+  # Layer-wise learning-rate decay: the params of layer_groups[k] (regexes, re.search on
+  # paths, ordered from the output down) learn at lr * layer_decay**k. 1.0 disables it.
+  c.optimizer.layer_decay = 1.0
+  c.optimizer.layer_groups = ()
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = 'constant'  # 'constant' | 'warmup_cosine'
@@ -596,6 +600,7 @@ _TRAINING_NUMBERS = (
     ('optimizer.grad_clip_norm', '>=', 0.0),  # 0 disables clipping
     ('optimizer.label_smoothing', '[)', (0.0, 1.0)),  # 1 would make every target uniform
     ('optimizer.ema_decay', '[)', (0.0, 1.0)),  # 0 disables the weight average
+    ('optimizer.layer_decay', '(]', (0.0, 1.0)),  # 1 disables it
     ('schedule.warmup_epochs', '>=', 0.0),
     ('data.mixup_alpha', '>=', 0.0),  # 0 disables mixup
     ('distill.weight', '[]', (0.0, 1.0)),  # the teachers' share of each target
@@ -607,7 +612,8 @@ _TRAINING_NUMBERS = (
     ('folds.validation_actors', 'int>=', 0),
 )
 _RULES = {'int>=': 'an integer >= {}', '>': 'a number > {}', '>=': 'a number >= {}',
-          '[)': 'a number in [{0[0]}, {0[1]})', '[]': 'a number in [{0[0]}, {0[1]}]'}
+          '[)': 'a number in [{0[0]}, {0[1]})', '[]': 'a number in [{0[0]}, {0[1]}]',
+          '(]': 'a number in ({0[0]}, {0[1]}]'}
 
 
 def _is_int(value) -> bool:
@@ -626,6 +632,8 @@ def _in_bounds(value, kind: str, bound) -> bool:
     return value >= bound
   if kind == '[]':
     return bound[0] <= value <= bound[1]
+  if kind == '(]':
+    return bound[0] < value <= bound[1]
   return bound[0] <= value < bound[1]
 
 

@@ -8,7 +8,7 @@ Nothing here knows about devices: `train_step` and `eval_step` work on a device-
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from flax.training import train_state
 import jax
@@ -77,6 +77,9 @@ def create_optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
   else:
     raise errors.UserError("config.optimizer.name must be 'adam_l2' or 'adamw', got "
                            f'{oc.name!r}')
+  decay = float(oc.get('layer_decay', 1.0))
+  if decay != 1.0:
+    parts.append(scale_by_layer(tuple(oc.get('layer_groups', ()) or ()), decay))
   tx = only_trainable(optax.chain(*parts), oc.get('trainable', ''))
   if float(oc.get('ema_decay', 0.0) or 0.0):
     # After the freezing: the average covers every param (a frozen one's is itself), so it
@@ -112,6 +115,43 @@ def only_trainable(tx: optax.GradientTransformation, pattern: str
     return tree
 
   return optax.multi_transform({'train': tx, 'freeze': optax.set_to_zero()}, labels)
+
+
+def scale_by_layer(groups: Sequence[str], decay: float) -> optax.GradientTransformation:
+  """Layer-wise learning-rate decay: multiplies the updates of the params matching
+  `groups[k]` (the first regex that matches, re.search on '/'-joined paths; groups ordered
+  from the output down) by `decay ** k`.
+
+  Inside `only_trainable`, so only trainable params need a group; one with none is an error
+  (raised when `tx.init` sees the params), as is a bad regex or no group at all.
+  """
+  if not groups:
+    raise errors.UserError(f'config.optimizer.layer_decay={decay} needs '
+                           'config.optimizer.layer_groups: the regexes of the layers, from the '
+                           'output down')
+  try:
+    regexes = [re.compile(g) for g in groups]
+  except re.error as e:
+    raise errors.UserError(f'config.optimizer.layer_groups: invalid regex: {e}') from None
+
+  def factor(path, _) -> float:
+    name = _path_name(path)
+    for depth, regex in enumerate(regexes):
+      if regex.search(name):
+        return decay ** depth
+    raise errors.UserError(f'config.optimizer.layer_groups: no group matches the trainable '
+                           f'parameter {name!r}; groups are {tuple(groups)}')
+
+  def init(params):
+    jax.tree_util.tree_map_with_path(factor, params)  # every param has a group
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    scales = jax.tree_util.tree_map_with_path(factor, updates)
+    return jax.tree.map(lambda u, s: u * s, updates, scales), state
+
+  return optax.GradientTransformation(init, update)
 
 
 def _path_name(path) -> str:

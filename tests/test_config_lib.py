@@ -94,6 +94,7 @@ def test_validate_names_the_setting(field, value, message):
     ('optimizer.learning_rate', -1e-4), ('optimizer.learning_rate', float('nan')),
     ('optimizer.weight_decay', -1e-5), ('optimizer.grad_clip_norm', -1.0),
     ('optimizer.label_smoothing', 1.0), ('optimizer.ema_decay', 1.0),
+    ('optimizer.layer_decay', 0.0), ('optimizer.layer_decay', 1.5),
     ('schedule.warmup_epochs', -1.0),
     ('data.mixup_alpha', -0.2), ('data.specaugment.max_time_width', -1),
     ('folds.validation_actors', -1), ('model.num_classes', 1),

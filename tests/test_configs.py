@@ -189,6 +189,18 @@ def test_efficientat_configs(name):
   assert trained == ({'classifier_5'} if name.endswith('probe') else want)
 
 
+@pytest.mark.parametrize('frozen', [0, 7, 16])
+def test_efficientat_layer_groups_cover_the_trainable_layers_top_down(frozen):
+  import re  # pylint: disable=g-import-not-at-top
+  from ser_jax.models import efficientat  # pylint: disable=g-import-not-at-top
+  groups = efficientat.layer_groups(frozen)
+  names = ['classifier_5/bias', 'classifier_2/kernel'] + [
+      f'features_{i}/block_0/conv/kernel' for i in reversed(range(frozen, 17))]
+  depth = [next(k for k, g in enumerate(groups) if re.search(g, n)) for n in names]
+  assert depth == [0, 0] + list(range(1, 18 - frozen))
+  assert len(groups) == 18 - frozen
+
+
 @pytest.mark.parametrize('frozen', [0, 7, 16, 17])
 def test_efficientat_trainable_after(frozen):
   import re  # pylint: disable=g-import-not-at-top

@@ -195,6 +195,41 @@ def test_trainable_regex_freezes_the_rest_decay_included(name):
     steps.create_optimizer(tiny_config(**{'optimizer.trainable': '('}), lambda step: 0.1)
 
 
+@pytest.mark.parametrize('name', ['adam_l2', 'adamw'])
+def test_layer_decay_scales_each_groups_updates(name):
+  """optimizer.layer_decay: group k's updates are decay**k times what they are without it."""
+  groups = ('^head/', '^mid/', '^body/')
+  params = {'body': {'kernel': jnp.ones((2, 3))}, 'mid': {'kernel': jnp.full((3,), 2.0)},
+            'head': {'kernel': jnp.ones((3,)), 'bias': jnp.ones(())}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3), params)
+
+  def updates(**changes):
+    config = tiny_config(**{'optimizer.name': name, 'optimizer.weight_decay': 0.5,
+                            'optimizer.trainable': '^(head|mid|body)/', **changes})
+    tx = steps.create_optimizer(config, lambda step: 0.1)
+    state, out = tx.init(params), None
+    for _ in range(2):
+      out, state = tx.update(grads, state, params)
+    return out
+
+  plain = updates()
+  decayed = updates(**{'optimizer.layer_decay': 0.5, 'optimizer.layer_groups': groups})
+  for part, factor in (('head', 1.0), ('mid', 0.5), ('body', 0.25)):
+    for key in plain[part]:
+      np.testing.assert_allclose(decayed[part][key], factor * plain[part][key], rtol=1e-6)
+  assert np.abs(plain['body']['kernel']).min() > 1e-3  # the factors are seen, not zeros
+  with pytest.raises(errors.UserError, match=r"no group matches the trainable parameter "
+                     r"'body/kernel'"):
+    updates(**{'optimizer.layer_decay': 0.5, 'optimizer.layer_groups': groups[:2]})
+  with pytest.raises(errors.UserError, match='layer_decay=0.5 needs config.optimizer.'
+                     'layer_groups'):
+    updates(**{'optimizer.layer_decay': 0.5})
+  # Frozen params need no group: only the trainable ones are scaled.
+  frozen = updates(**{'optimizer.layer_decay': 0.5, 'optimizer.layer_groups': groups[:1],
+                      'optimizer.trainable': '^head/'})
+  np.testing.assert_array_equal(frozen['body']['kernel'], 0.0)
+
+
 def test_schedule_and_clipping():
   config = tiny_config(**{'schedule.name': 'warmup_cosine', 'schedule.warmup_epochs': 1.0,
                           'num_epochs': 4, 'optimizer.learning_rate': 1.0,

@@ -99,6 +99,17 @@ def trainable_after(frozen_features: int) -> str:
   return rf'^(features_({later})|classifier_[25])/' if later else r'^classifier_[25]/'
 
 
+def layer_groups(frozen_features: int) -> tuple[str, ...]:
+  """`config.optimizer.layer_groups` for layer-wise learning-rate decay over the trainable
+  part of `trainable_after(frozen_features)`: the head, then each later feature layer from
+  the last down (`features_16`, ..., `features_{frozen_features}`)."""
+  if not 0 <= frozen_features <= NUM_FEATURES:
+    raise ValueError(f'layer_groups: frozen_features must be in 0..{NUM_FEATURES}, got '
+                     f'{frozen_features}')
+  return (r'^classifier_[25]/',) + tuple(
+      rf'^features_{i}/' for i in reversed(range(frozen_features, NUM_FEATURES)))
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
   """Nearest multiple of `divisor` (at least `divisor`), never more than 10% below `value`."""
   rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
