@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -319,7 +319,7 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
     steps_ = {this.step for this in members}
     title = _title(config, fold, steps_.pop() if len(steps_) == 1 else None)
     if len(members) > 1:
-      title = f'{COMBINE[combine]} of {len(members)} runs: {title}'
+      title = f'{COMBINE[combine].title} of {len(members)} runs: {title}'
       m['members'] = [{'checkpoint': this.source, 'accuracy': score(o)['accuracy']}
                       for this, o in zip(members, out['members'])]
       m.setdefault('notes', []).append(_members_note(m['members'], combine))
@@ -336,8 +336,8 @@ def run_evaluation(config=None, *, workdir=None, folds: Sequence[int] | None = N
   if write and len(results) > 1 and jax.process_index() == 0:
     notes = list(results[0].get('notes', ()))
     if len(workdirs) > 1:  # the runs, not fold 0's checkpoints
-      notes = notes[:-1] + [f'{COMBINE[combine]} of {len(workdirs)} runs '
-                            f'({_HOW[combine]}): {", ".join(workdirs)}.']
+      notes = notes[:-1] + [f'{COMBINE[combine].title} of {len(workdirs)} runs '
+                            f'({COMBINE[combine].how}): {", ".join(workdirs)}.']
     reports.write_cv_report(report_root, results, metrics_lib.summarize_folds(results),
                             config, names, notes=notes)
   return results
@@ -415,14 +415,21 @@ def average_outputs(outputs: Sequence[dict[str, Any]]) -> dict[str, Any]:
           'members': list(outputs)}
 
 
-# --combine: what the reports call the result, and how the runs were combined.
-COMBINE = {'probabilities': 'Ensemble', 'weights': 'Weight average'}
-_HOW = {'probabilities': 'softmax probabilities averaged clip by clip',
-        'weights': 'variables averaged leaf by leaf into one model'}
+class Combination(NamedTuple):
+  """One way (--combine) of combining several runs, as the reports name it."""
+  title: str  # what the reports call the result
+  folder: str  # the default report folder: <parent>/evaluate_<folder>_<runs>
+  how: str  # how the runs were combined
 
 
-def _members_note(members: Sequence[dict[str, Any]], combine: str = 'probabilities') -> str:
-  return (f'{COMBINE[combine]}: {_HOW[combine]} over ' + ', '.join(
+COMBINE = {'probabilities': Combination('Ensemble', 'ensemble',
+                                        'softmax probabilities averaged clip by clip'),
+           'weights': Combination('Weight average', 'soup',
+                                  'variables averaged leaf by leaf into one model')}
+
+
+def _members_note(members: Sequence[dict[str, Any]], combine: str) -> str:
+  return (f'{COMBINE[combine].title}: {COMBINE[combine].how} over ' + ', '.join(
       f"{m['checkpoint']} (alone {reports.percent(m['accuracy'])})" for m in members) + '.')
 
 
@@ -432,8 +439,7 @@ def _title(config, fold, step) -> str:
           + (f' step {step}' if step is not None else ''))
 
 
-def _report_root(output_dir, workdirs, weights, data=None,
-                 combine='probabilities') -> pathlib.Path:
+def _report_root(output_dir, workdirs, weights, data, combine) -> pathlib.Path:
   """The folder the fold reports go into (module docstring: default output)."""
   if output_dir:
     root = pathlib.Path(output_dir)
@@ -441,8 +447,8 @@ def _report_root(output_dir, workdirs, weights, data=None,
     parent = pathlib.Path(os.path.commonpath([os.path.abspath(w) for w in workdirs]))
     if str(parent) in {os.path.abspath(w) for w in workdirs}:  # one run inside another
       parent = parent.parent
-    kind = 'ensemble' if combine == 'probabilities' else 'soup'
-    root = parent / (f'evaluate_{kind}_' + '+'.join(pathlib.Path(w).name for w in workdirs))
+    root = parent / (f'evaluate_{COMBINE[combine].folder}_'
+                     + '+'.join(pathlib.Path(w).name for w in workdirs))
   elif workdirs:
     root = pathlib.Path(workdirs[0]) / 'evaluate'
   else:

@@ -90,12 +90,9 @@ NUM_FEATURES = len(V3_LARGE) + 2  # features_0 (stem) .. features_16 (last conv)
 def trainable_after(frozen_features: int) -> str:
   """`config.optimizer.trainable` for `frozen_features` frozen leading feature layers: every
   later feature layer and the head ('' when nothing is frozen: every param trains)."""
-  if not 0 <= frozen_features <= NUM_FEATURES:
-    raise ValueError(f'trainable_after: frozen_features must be in 0..{NUM_FEATURES}, got '
-                     f'{frozen_features}')
+  later = '|'.join(str(i) for i in _later_features(frozen_features, 'trainable_after'))
   if not frozen_features:
     return ''
-  later = '|'.join(str(i) for i in range(frozen_features, NUM_FEATURES))
   return rf'^(features_({later})|classifier_[25])/' if later else r'^classifier_[25]/'
 
 
@@ -103,11 +100,16 @@ def layer_groups(frozen_features: int) -> tuple[str, ...]:
   """`config.optimizer.layer_groups` for layer-wise learning-rate decay over the trainable
   part of `trainable_after(frozen_features)`: the head, then each later feature layer from
   the last down (`features_16`, ..., `features_{frozen_features}`)."""
-  if not 0 <= frozen_features <= NUM_FEATURES:
-    raise ValueError(f'layer_groups: frozen_features must be in 0..{NUM_FEATURES}, got '
-                     f'{frozen_features}')
   return (r'^classifier_[25]/',) + tuple(
-      rf'^features_{i}/' for i in reversed(range(frozen_features, NUM_FEATURES)))
+      rf'^features_{i}/' for i in reversed(_later_features(frozen_features, 'layer_groups')))
+
+
+def _later_features(frozen_features: int, caller: str) -> range:
+  """The indices of the feature layers after `frozen_features` frozen ones."""
+  if not 0 <= frozen_features <= NUM_FEATURES:
+    raise ValueError(f'{caller}: frozen_features must be in 0..{NUM_FEATURES}, got '
+                     f'{frozen_features}')
+  return range(frozen_features, NUM_FEATURES)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
